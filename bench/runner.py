@@ -1,0 +1,213 @@
+"""One benchmark run: start the simulator, the stack floor and Ringside, load each with wrk, then
+probe Ringside's memory with many open streams."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import (
+    BenchError,
+    Child,
+    Children,
+    free_port,
+    hypercorn_worker,
+    rss_mb,
+    run_wrk,
+    wait_ready,
+    write_lua,
+)
+from bench.streams import StreamProbe, probe_streams, raise_fd_limit, slow_stream_body
+
+CONCURRENCY = (1, 16, 64)
+MODES = ("plain", "stream")
+PROMPT = "Summarise the quarterly report in three short bullet points for the team"
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float
+    streams: int
+    warmup: float = 1.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str  # the chat completions URL
+    model: str
+    headers: dict[str, str]
+
+
+def _body(model: str, stream: bool) -> dict[str, object]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+
+
+def _hypercorn(port: int, app: str) -> list[str]:
+    return [
+        sys.executable, "-m", "hypercorn", "-k", "trio", "--workers", "1",
+        "--backlog", "2048", "-b", f"127.0.0.1:{port}", app,
+    ]  # fmt: skip
+
+
+def gateway_app_path() -> tuple[str, str | None]:
+    """``ringside:app`` if Hypercorn can load it, else the bench shim (and why)."""
+    module = importlib.import_module("ringside")
+    if "app" in vars(module):
+        return "ringside:app", None
+    # Hypercorn evaluates ``app`` in the module's namespace, which skips a module __getattr__.
+    note = "ringside:app is not loadable by hypercorn (lazy __getattr__); using bench.gateway_app"
+    return "bench.gateway_app:app", note
+
+
+def start_simulator(children: Children) -> str:
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.simulator", "--host", "127.0.0.1", "--port", str(port)]
+    child = children.spawn("simulator", argv)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = re.search(r"simulator listening on (\S+)", child.log.read_text())
+        if match:
+            return match[1]
+        if not child.alive():
+            break
+        time.sleep(0.1)
+    raise BenchError("the simulator did not start")
+
+
+def start_floor(children: Children, sim_openai: str) -> Target:
+    port = free_port()
+    env = {**os.environ, "STACK_FLOOR_UPSTREAM": sim_openai, "STACK_FLOOR_API_KEY": "sk-bench"}
+    child = children.spawn("stack_floor", _hypercorn(port, "bench.stack_floor:app"), env)
+    base = f"http://127.0.0.1:{port}"
+    _wait_post(child, f"{base}/v1/chat/completions", _body("gpt-4.1-mini", False), {})
+    return Target("floor", f"{base}/v1/chat/completions", "gpt-4.1-mini", {})
+
+
+def _wait_post(child: Child, url: str, body: dict[str, object], headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise BenchError(f"{child.name} exited (status {child.proc.returncode})")
+            try:
+                if client.post(url, json=body, headers=headers).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise BenchError(f"{child.name} never answered POST {url}")
+
+
+def start_gateway(children: Children, sim_openai: str, app: str) -> tuple[Target, Child]:
+    port = free_port()
+    admin_key = secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {
+        "RINGSIDE_DATA_DIR": str(children.workdir / "ringside-data"),
+        "RINGSIDE_ADMIN_KEY": admin_key,
+        "OPENAI_BASE_URL": sim_openai,
+        "OPENAI_API_KEY": "sk-bench",
+    }
+    child = children.spawn("ringside", _hypercorn(port, app), env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(child, f"{base}/readyz", timeout=120)
+    with httpx.Client(base_url=base, timeout=30.0, trust_env=False) as client:
+        made = client.post(
+            "/admin/v1/developers",
+            json={"name": "bench"},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+        if made.status_code != 201:
+            raise BenchError(f"creating the developer failed: {made.status_code} {made.text}")
+        auth = {"Authorization": f"Bearer {made.json()['api_key']['key']}"}
+        listed = client.get("/v1/models", headers=auth)
+        listed.raise_for_status()
+        ids = [m["id"] for m in listed.json()["data"]]
+    model = _pick_model(ids)
+    _wait_post(child, f"{base}/v1/chat/completions", _body(model, False), auth)
+    return Target("ringside", f"{base}/v1/chat/completions", model, auth), child
+
+
+def _pick_model(ids: list[str]) -> str:
+    if "fc:openai/gpt-4.1-mini" in ids:
+        return "fc:openai/gpt-4.1-mini"
+    chat = [i for i in ids if i.startswith("fc:openai/") and "embedding" not in i]
+    if not chat:
+        raise BenchError(f"no fc:openai/ chat model in GET /v1/models: {ids}")
+    return chat[0]
+
+
+def load_cells(target: Target, opts: Options, workdir: Path) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = []
+    for mode in MODES:
+        script = write_lua(
+            workdir / f"{target.name}-{mode}.lua", _body(target.model, mode == "stream"),
+            target.headers,
+        )  # fmt: skip
+        run_wrk(target.url, script, 16, opts.warmup)  # warm caches, pools and connections
+        for conc in CONCURRENCY:
+            result = run_wrk(target.url, script, conc, opts.duration)
+            cells.append({"target": target.name, "mode": mode, "concurrency": conc,
+                          **asdict(result)})  # fmt: skip
+            print(
+                f"  {target.name:<8} {mode:<6} c={conc:<3} {result.rps:>9.1f} req/s"
+                f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                + (f"  ERRORS {result.errors}" if result.errors else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+    return cells
+
+
+def memory(master: int) -> dict[str, float]:
+    worker = hypercorn_worker(master)
+    sample = {"worker_mb": rss_mb(worker), "master_mb": rss_mb(master)}
+    return {**sample, "sum_mb": sample["worker_mb"] + sample["master_mb"]}
+
+
+def run(opts: Options, workdir: Path) -> dict[str, Any]:
+    raise_fd_limit(opts.streams + 512)  # before spawning: the servers inherit it
+    app, note = gateway_app_path()
+    children = Children(workdir)
+    try:
+        sim = start_simulator(children)
+        sim_openai = f"{sim}/openai/v1"
+        direct = Target("direct", f"{sim_openai}/chat/completions", "gpt-4.1-mini",
+                        {"Authorization": "Bearer sk-bench"})  # fmt: skip
+        floor = start_floor(children, sim_openai)
+        gateway, gw_child = start_gateway(children, sim_openai, app)
+        idle_start = memory(gw_child.proc.pid)
+        cells: list[dict[str, Any]] = []
+        for target in (direct, floor, gateway):
+            cells += load_cells(target, opts, workdir)
+        idle_loaded = memory(gw_child.proc.pid)
+        probe: StreamProbe = probe_streams(
+            gateway.url, slow_stream_body(gateway.model), gateway.headers, opts.streams,
+            lambda: memory(gw_child.proc.pid),
+        )  # fmt: skip
+        time.sleep(2.0)
+        after = memory(gw_child.proc.pid)
+        return {
+            "gateway_app": app,
+            "notes": [note] if note else [],
+            "model": gateway.model,
+            "duration_s": opts.duration,
+            "cells": cells,
+            "memory": {"idle_start": idle_start, "idle_after_load": idle_loaded,
+                       "streams": asdict(probe), "after_streams": after},
+        }  # fmt: skip
+    except (BenchError, KeyboardInterrupt, OSError, httpx.HTTPError):
+        print(f"benchmark aborted; child logs:\n{children.logs()}", file=sys.stderr)
+        raise
+    finally:
+        children.close()

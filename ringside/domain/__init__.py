@@ -1,0 +1,1 @@
+"""Domain logic: one module per aggregate; handlers call in here, this calls store/ and upstream/."""

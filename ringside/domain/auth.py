@@ -1,0 +1,79 @@
+"""Who is calling: API keys (``Authorization: Bearer sk_live_...``) and the admin key.
+
+Key lookups are cached per process for ``ttl`` seconds (positive and negative answers alike),
+which bounds how long a revoked key keeps working in any worker process: the cache is the only
+place a revocation can lag, and its TTL is below one second.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from ringside.errors import Unauthorized
+from ringside.ids import hash_api_key
+from ringside.store.bridge import Database
+from ringside.store.developers import KeyOwner, select_key_owner
+
+_MAX_CACHED = 50_000
+
+
+@dataclass(frozen=True)
+class Caller:
+    developer_id: str
+    key_id: str
+    tier: str
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("Authorization") or headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class KeyAuthenticator:
+    def __init__(self, db: Database, ttl: float) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._cache: dict[bytes, tuple[float, KeyOwner | None]] = {}
+
+    async def caller_from(self, headers: Mapping[str, str]) -> Caller:
+        token = bearer_token(headers)
+        if token is None:
+            raise Unauthorized(
+                "Missing API key: send 'Authorization: Bearer <your sk_live_ key>'."
+            )
+        owner = await self._lookup(hash_api_key(token))
+        if owner is None or owner.revoked:
+            raise Unauthorized("Invalid or revoked API key.")
+        return Caller(developer_id=owner.developer_id, key_id=owner.key_id, tier=owner.tier)
+
+    async def _lookup(self, key_hash: bytes) -> KeyOwner | None:
+        now = trio.current_time()
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        owner = await select_key_owner(self._db, key_hash)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key_hash] = (now + self._ttl, owner)
+        return owner
+
+    def forget(self, key_hash: bytes) -> None:
+        self._cache.pop(key_hash, None)
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+
+def check_admin(headers: Mapping[str, str], admin_key: str) -> None:
+    token = bearer_token(headers)
+    if token is None or not hmac.compare_digest(token.encode(), admin_key.encode()):
+        raise Unauthorized("Invalid admin key.", code="invalid_admin_key")

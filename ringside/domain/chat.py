@@ -1,0 +1,291 @@
+"""Chat completions: resolve the model, call the provider, relay the answer, meter the call.
+
+Exactly one usage event is recorded per request, whatever happens: success, upstream error,
+timeout, or a client that went away (``client_aborted``, with whatever usage was seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from ringside.domain.chat_request import ChatRequest, prompt_text_chars
+from ringside.domain.metering import CallContext, usage_event
+from ringside.domain.modelrefs import ResolvedModel, resolve_all
+from ringside.errors import (
+    InvalidRequest,
+    ModelUnavailable,
+    NoActiveProviderKeys,
+    RateLimited,
+    RingsideError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ringside.services import Services
+from ringside.tokens import TokenUsage, estimate_tokens
+from ringside.upstream import openai_compat
+from ringside.upstream.providers import ProviderConfig, Wire
+
+# Errors after which a cascade moves on to its next model.
+_FALLBACK_ON = (UpstreamUnavailable, UpstreamTimeout, ModelUnavailable, NoActiveProviderKeys,
+                RateLimited)
+
+Finished = Callable[[str, int, TokenUsage], None]
+
+
+@dataclass
+class Attempts:
+    targets: list[ResolvedModel]
+    tried: list[ResolvedModel] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        served = self.tried[-1]
+        return {
+            "X-Ringside-Model-Resolved": served.ref,
+            "X-Ringside-Model-Used": served.ref,
+            "X-Ringside-Models-Tried": ",".join(t.ref for t in self.tried),
+            "X-Ringside-Fallback-Triggered": "true" if len(self.tried) > 1 else "false",
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    body: bytes
+    headers: dict[str, str]
+    usage: TokenUsage
+    resolved: str
+
+
+@dataclass(frozen=True)
+class StreamingCompletion:
+    relay: StreamRelay
+    headers: dict[str, str]
+    resolved: str
+
+
+def _provider(svc: Services, target: ResolvedModel) -> ProviderConfig:
+    cfg = svc.settings.providers[target.model.provider]
+    if cfg.spec.wire is Wire.NATIVE:
+        raise ModelUnavailable(
+            f"{target.ref}: the {cfg.spec.display} adapter is not available in this build; "
+            "only OpenAI-wire providers are served so far."
+        )
+    return cfg
+
+
+def plan(svc: Services, req: ChatRequest) -> Attempts:
+    targets = resolve_all(svc.catalog, req.model, svc.slots)
+    if req.stream and isinstance(req.model, list) and len(req.model) > 1:
+        raise InvalidRequest(
+            "A model cascade (model: [...]) cannot be combined with stream: true.",
+            code="fallback_with_stream_unsupported", param="model",
+        )
+    return Attempts(targets)
+
+
+def _counted_usage(req: ChatRequest, output_chars: int) -> TokenUsage:
+    return TokenUsage(
+        input=estimate_tokens(prompt_text_chars(req.body["messages"])),
+        output=estimate_tokens(output_chars),
+    )
+
+
+def _reply_chars(data: dict[str, Any]) -> int:
+    total = 0
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        total += len(message.get("content") or "")
+        for call in message.get("tool_calls") or ():
+            total += len((call.get("function") or {}).get("arguments") or "")
+    return total
+
+
+async def complete(
+    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts
+) -> Completion:
+    """Non-streaming completion, walking the cascade on provider failures."""
+    recorded = False
+    usage, status, http_status = TokenUsage(), "client_aborted", 499
+    try:
+        last_error: RingsideError | None = None
+        for target in attempts.targets:
+            attempts.tried.append(target)
+            try:
+                reply = await _call_once(svc, target, req)
+            except _FALLBACK_ON as exc:
+                last_error = exc
+                continue
+            except RingsideError as exc:
+                status, http_status = "upstream_error", exc.status
+                raise
+            raw_usage = reply.data.get("usage")
+            if isinstance(raw_usage, dict):
+                usage, source = TokenUsage.from_openai(raw_usage), "upstream"
+            else:
+                usage, source = _counted_usage(req, _reply_chars(reply.data)), "counted"
+            svc.meter.record(usage_event(ctx, target, usage, usage_source=source,
+                                         status="ok", http_status=200))
+            recorded = True
+            return Completion(reply.body, attempts.headers(), usage, target.ref)
+        assert last_error is not None
+        status = "timeout" if isinstance(last_error, UpstreamTimeout) else "upstream_error"
+        http_status = last_error.status
+        raise last_error
+    finally:
+        if not recorded and attempts.tried:
+            svc.meter.record(usage_event(ctx, attempts.tried[-1], usage, usage_source="none",
+                                         status=status, http_status=http_status))
+
+
+async def _call_once(
+    svc: Services, target: ResolvedModel, req: ChatRequest
+) -> openai_compat.JsonReply:
+    cfg = _provider(svc, target)
+    request = openai_compat.build_chat_request(svc.http, cfg, target.model.model, req.body, False)
+    with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+        return await openai_compat.send_chat(svc.http, cfg.spec.name, request)
+    assert scope.cancelled_caught
+    raise UpstreamTimeout(f"{cfg.spec.name} did not answer within "
+                          f"{svc.settings.upstream_timeout_s:g}s.")
+
+
+async def open_stream(
+    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts, on_finish: Finished
+) -> StreamingCompletion:
+    """Open the upstream stream (falling back while nothing has been sent) and hand back a
+    relay that meters the call when it ends, however it ends."""
+    last_error: RingsideError | None = None
+    for target in attempts.targets:
+        attempts.tried.append(target)
+        try:
+            cfg = _provider(svc, target)
+            request = openai_compat.build_chat_request(
+                svc.http, cfg, target.model.model, req.body, True
+            )
+            with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+                response = await openai_compat.open_chat_stream(svc.http, cfg.spec.name, request)
+            if scope.cancelled_caught:
+                raise UpstreamTimeout(f"{cfg.spec.name} did not start streaming in time.")
+        except _FALLBACK_ON as exc:
+            last_error = exc
+            continue
+        except RingsideError as exc:
+            _record_failure(svc, ctx, target, exc)
+            raise
+        relay = StreamRelay(svc, ctx, req, target, response, on_finish)
+        return StreamingCompletion(relay, attempts.headers(), target.ref)
+    assert last_error is not None
+    _record_failure(svc, ctx, attempts.tried[-1], last_error)
+    raise last_error
+
+
+def _record_failure(
+    svc: Services, ctx: CallContext, target: ResolvedModel, exc: RingsideError
+) -> None:
+    status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+    svc.meter.record(usage_event(ctx, target, TokenUsage(), usage_source="none",
+                                 status=status, http_status=exc.status))
+
+
+class StreamRelay:
+    """Relays upstream SSE to the client in OpenAI's exact framing and meters the call once.
+
+    Quart calls ``aclose`` when the body ends or the client disconnects (the handler is then
+    cancelled, which aborts the upstream read); ``aclose`` records the usage seen so far.
+    """
+
+    def __init__(
+        self,
+        svc: Services,
+        ctx: CallContext,
+        req: ChatRequest,
+        target: ResolvedModel,
+        response: httpx.Response,
+        on_finish: Finished,
+    ) -> None:
+        self._svc = svc
+        self._ctx = ctx
+        self._req = req
+        self._target = target
+        self._response = response
+        self._on_finish = on_finish
+        self._events = openai_compat.sse_data(response.aiter_raw())
+        self._usage: TokenUsage | None = None
+        self._output_chars = 0
+        self._done = False
+        self._finished = False
+
+    def __aiter__(self) -> StreamRelay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            with trio.move_on_after(self._svc.settings.stream_idle_timeout_s) as scope:
+                try:
+                    payload = await anext(self._events, None)
+                except httpx.HTTPError:
+                    payload = None
+            if scope.cancelled_caught:
+                return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
+            if payload is None:
+                return self._fail("upstream_error", UpstreamUnavailable(
+                    "The provider ended the stream before it was complete."))
+            if payload == b"[DONE]":
+                self._done = True
+                return b"data: [DONE]\n\n"
+            if self._observe(payload):
+                return b"data: " + payload + b"\n\n"
+        await self.aclose()
+        raise StopAsyncIteration
+
+    def _observe(self, payload: bytes) -> bool:
+        """Take usage and output size from a chunk; False for a chunk the client must not
+        see (the usage-only chunk it did not ask for)."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        choices = chunk.get("choices") or ()
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            self._output_chars += len(delta.get("content") or "")
+            for call in delta.get("tool_calls") or ():
+                self._output_chars += len((call.get("function") or {}).get("arguments") or "")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = TokenUsage.from_openai(usage)
+            return bool(choices) or self._req.include_usage
+        return True
+
+    def _fail(self, status: str, error: RingsideError) -> bytes:
+        self._done = True
+        self._finish(status, error.status)
+        body = error.envelope(self._ctx.request_id)
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def _finish(self, status: str, http_status: int) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._usage is not None:
+            usage, source = self._usage, "upstream"
+        else:
+            usage, source = _counted_usage(self._req, self._output_chars), "counted"
+        self._svc.meter.record(usage_event(self._ctx, self._target, usage, usage_source=source,
+                                           status=status, http_status=http_status))
+        self._on_finish(status, http_status, usage)
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            # Not finished by [DONE] or by an upstream failure: the client went away.
+            self._finish("ok" if self._done else "client_aborted", 200 if self._done else 499)
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._response.aclose()

@@ -1,0 +1,62 @@
+"""Opening and closing the long-lived services, for the web app, the CLI and the workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ringside.catalog import load_catalog
+from ringside.domain.auth import KeyAuthenticator
+from ringside.domain.metering import Meter
+from ringside.services import Services
+from ringside.settings import Settings
+from ringside.store.bridge import open_storage
+from ringside.store.embedded import ensure_servers
+from ringside.store.migrations import apply_migrations
+from ringside.upstream.client import open_upstream_client
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Services]:
+    """Everything a process needs, opened in dependency order and closed in reverse. On exit
+    the meter is drained first, so no usage event is lost on a clean shutdown."""
+    catalog = load_catalog(settings.catalog_path)
+    urls = await trio.to_thread.run_sync(
+        ensure_servers, settings.data_dir, settings.database_url, settings.redis_url
+    )
+    async with (
+        open_storage(urls.database_url, urls.redis_url) as (db, cache),
+        open_upstream_client() as http,
+    ):
+        if migrate:
+            await apply_migrations(db, settings.sql_dir)
+        async with trio.open_nursery() as nursery:
+            meter = await nursery.start(Meter.serve, db)
+            try:
+                yield Services(
+                    settings=settings,
+                    db=db,
+                    cache=cache,
+                    http=http,
+                    catalog=catalog,
+                    auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
+                    meter=meter,
+                    slots=settings.slots,
+                )
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await meter.aclose()
+
+
+async def serve_services(
+    settings: Settings,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the services until ``stop`` is set (the app's shutdown) or the task is cancelled."""
+    async with open_services(settings) as svc:
+        task_status.started(svc)
+        await stop.wait()

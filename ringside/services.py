@@ -1,0 +1,26 @@
+"""The typed bag of long-lived things, built once at start-up and passed to the domain."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from ringside.catalog import Catalog
+from ringside.domain.auth import KeyAuthenticator
+from ringside.domain.metering import Meter
+from ringside.settings import Settings
+from ringside.store.bridge import Cache, Database
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: Database
+    cache: Cache
+    http: httpx.AsyncClient
+    catalog: Catalog
+    auth: KeyAuthenticator
+    meter: Meter
+    slots: Mapping[str, Sequence[str]]

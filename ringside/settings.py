@@ -1,0 +1,88 @@
+"""Process configuration, read once from the environment (and, later, ``RINGSIDE_CONFIG``)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from ringside.upstream.providers import PROVIDERS, ProviderConfig, provider_configs
+
+_REPO_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _read_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _slots(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``[slots]`` in RINGSIDE_CONFIG: ``fast = ["fc:groq/...", "fc:openai/..."]`` (or a string)."""
+    slots: dict[str, tuple[str, ...]] = {}
+    for name, models in (config.get("slots") or {}).items():
+        refs = (models,) if isinstance(models, str) else tuple(models)
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise ValueError(f"RINGSIDE_CONFIG: slot {name!r} must list model references")
+        slots[name] = refs
+    return slots
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    redis_url: str | None
+    data_dir: Path
+    admin_key: str | None
+    sql_dir: Path
+    providers: Mapping[str, ProviderConfig]
+    catalog_path: Path | None = None
+    slots: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Deadlines live in the domain (trio.fail_after), not in the HTTP client.
+    upstream_timeout_s: float = 600.0
+    stream_idle_timeout_s: float = 120.0
+    key_cache_ttl_s: float = 0.5
+    max_body_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_s: float = 10.0
+    markup: Mapping[str, Decimal] = field(
+        default_factory=lambda: {"developer": Decimal("0.10"), "pro": Decimal("0.06")}
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(
+            env.get("RINGSIDE_DATA_DIR") or platformdirs.user_data_dir("ringside", appauthor=False)
+        )
+        catalog = env.get("RINGSIDE_CATALOG")
+        config = _read_config(env.get("RINGSIDE_CONFIG"))
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=data_dir,
+            admin_key=env.get("RINGSIDE_ADMIN_KEY") or None,
+            sql_dir=Path(env.get("RINGSIDE_SQL_DIR") or _REPO_SQL_DIR),
+            providers=provider_configs(env),
+            catalog_path=Path(catalog) if catalog else None,
+            slots=_slots(config),
+            upstream_timeout_s=_float(env, "RINGSIDE_UPSTREAM_TIMEOUT_SECONDS", 600.0),
+            stream_idle_timeout_s=_float(env, "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            key_cache_ttl_s=_float(env, "RINGSIDE_KEY_CACHE_TTL_SECONDS", 0.5),
+            max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
+            shutdown_grace_s=_float(env, "RINGSIDE_SHUTDOWN_GRACE_SECONDS", 10.0),
+        )
+
+
+__all__ = ["PROVIDERS", "Settings"]

@@ -1,0 +1,1 @@
+"""Storage: the trio-asyncio bridge, the embedded servers, migrations and SQL query modules."""

@@ -1,0 +1,138 @@
+"""The one place asyncio meets Trio: asyncpg and redis-py run on a trio-asyncio loop.
+
+``open_storage`` opens the loop, the PostgreSQL pool and the Redis client; everything else in
+Ringside calls the bridged methods here and never imports asyncio, asyncpg or trio_asyncio.
+A trio-asyncio loop opened in a service is not visible from request handlers, so every bridged
+call passes ``loop=`` explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+import redis.asyncio as aioredis
+import trio
+import trio_asyncio
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Record = asyncpg.Record
+UniqueViolation = asyncpg.UniqueViolationError
+PostgresError = asyncpg.PostgresError
+
+
+class Conn:
+    """One PostgreSQL connection, bridged; query modules take this as their first argument."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
+        self._loop = loop
+        self._conn = conn
+
+    def _bridge(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        return await self._bridge(self._conn.fetch)(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Record | None:
+        return await self._bridge(self._conn.fetchrow)(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._bridge(self._conn.fetchval)(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return await self._bridge(self._conn.execute)(query, *args)
+
+    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
+        await self._bridge(self._conn.executemany)(query, args)
+
+
+class Database:
+    """The PostgreSQL pool. ``db.fetch(...)`` runs on any pooled connection;
+    ``async with db.transaction() as conn`` scopes a transaction (owned by the domain layer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool) -> None:
+        self._loop = loop
+        self._pool = pool
+
+    def _bridge(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        return await self._bridge(self._pool.fetch)(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Record | None:
+        return await self._bridge(self._pool.fetchrow)(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._bridge(self._pool.fetchval)(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return await self._bridge(self._pool.execute)(query, *args)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        raw = await self._bridge(self._pool.acquire)()
+        try:
+            yield Conn(self._loop, raw)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._bridge(self._pool.release)(raw)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self.connection() as conn:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await conn.execute("ROLLBACK")
+                raise
+            else:
+                await conn.execute("COMMIT")
+
+
+class Cache:
+    """Redis, bridged. Only the commands Ringside uses are exposed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis) -> None:
+        self._loop = loop
+        self._client = client
+
+    async def execute(self, *args: Any) -> Any:
+        return await trio_asyncio.aio_as_trio(self._client.execute_command, loop=self._loop)(
+            *args
+        )
+
+    async def ping(self) -> bool:
+        return bool(await self.execute("PING"))
+
+
+async def _connect_pg(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=30
+    )
+
+
+@asynccontextmanager
+async def open_storage(
+    database_url: str, redis_url: str, *, pool_min: int = 1, pool_max: int = 10
+) -> AsyncIterator[tuple[Database, Cache]]:
+    """Open the asyncio loop, the pool and the Redis client; close all three on exit."""
+    async with trio_asyncio.open_loop() as loop:
+        pool = await trio_asyncio.aio_as_trio(_connect_pg, loop=loop)(
+            database_url, pool_min, pool_max
+        )
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            yield Database(loop, pool), Cache(loop, client)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await trio_asyncio.aio_as_trio(client.aclose, loop=loop)()
+                await trio_asyncio.aio_as_trio(pool.close, loop=loop)()

@@ -1,0 +1,1 @@
+"""Provider adapters on httpx: every upstream call leaves the gateway through this package."""

@@ -1,0 +1,176 @@
+"""Adapter for every provider that speaks the OpenAI Chat Completions wire format
+(OpenAI itself, Azure OpenAI's deployment URLs, and the OpenAI-compatible providers).
+
+The client's body is forwarded with only ``model`` rewritten (and, for streams,
+``stream_options.include_usage`` forced on so the call can be metered); unknown fields pass
+through untouched. Provider keys go only to their own provider; the gateway key never leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from ringside.errors import (
+    InvalidRequest,
+    NoActiveProviderKeys,
+    RateLimited,
+    RingsideError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ringside.upstream.providers import ProviderConfig, Wire
+
+_JSON = "application/json"
+
+
+def chat_url(cfg: ProviderConfig, model: str) -> str:
+    if cfg.spec.wire is Wire.AZURE:
+        return (
+            f"{cfg.base_url}/openai/deployments/{model}/chat/completions"
+            f"?api-version={cfg.api_version}"
+        )
+    return f"{cfg.base_url}/chat/completions"
+
+
+def auth_headers(cfg: ProviderConfig) -> dict[str, str]:
+    key = cfg.keys.next_key()
+    if key is None:
+        if cfg.spec.key_required:
+            raise NoActiveProviderKeys(
+                f"No API key is configured for provider {cfg.spec.name!r} "
+                f"(set {cfg.spec.name.upper()}_API_KEY)."
+            )
+        return {}
+    if cfg.spec.wire is Wire.AZURE:
+        return {"api-key": key}
+    return {"authorization": f"Bearer {key}"}
+
+
+def build_chat_request(
+    client: httpx.AsyncClient, cfg: ProviderConfig, model: str, body: dict[str, Any], stream: bool
+) -> httpx.Request:
+    if not cfg.base_url:
+        raise NoActiveProviderKeys(
+            f"Provider {cfg.spec.name!r} has no base URL (set {cfg.spec.name.upper()}_BASE_URL)."
+        )
+    upstream_body = dict(body)
+    upstream_body["model"] = model
+    if stream:
+        options = dict(upstream_body.get("stream_options") or {})
+        options["include_usage"] = True
+        upstream_body["stream_options"] = options
+    headers = auth_headers(cfg)
+    headers["content-type"] = _JSON
+    headers["accept"] = "text/event-stream" if stream else _JSON
+    return client.build_request(
+        "POST", chat_url(cfg, model), content=orjson.dumps(upstream_body), headers=headers
+    )
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:300].decode("utf-8", "replace")
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+    return body[:300].decode("utf-8", "replace")
+
+
+def upstream_error(provider: str, status: int, body: bytes, headers: httpx.Headers) -> RingsideError:
+    """Map an upstream error answer to Ringside's envelope. The caller's own mistakes (400,
+    404, 413, 422) stay 400s; throttling stays 429; everything else is the provider's fault."""
+    detail = f"{provider} returned HTTP {status}: {_upstream_message(body)}"
+    if status in (400, 404, 413, 422):
+        return InvalidRequest(detail, code="upstream_rejected_request")
+    if status == 429:
+        retry = headers.get("retry-after")
+        try:
+            retry_s = float(retry) if retry else None
+        except ValueError:
+            retry_s = None
+        return RateLimited(detail, code="upstream_rate_limited", retry_after_seconds=retry_s)
+    if status >= 500:
+        return UpstreamUnavailable(detail, upstream_status=status)
+    return UpstreamError(detail, upstream_status=status)
+
+
+def transport_error(provider: str, exc: httpx.HTTPError) -> RingsideError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{provider} did not answer in time.")
+    return UpstreamUnavailable(f"{provider} could not be reached: {type(exc).__name__}.")
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    body: bytes
+    data: dict[str, Any]
+
+
+async def send_chat(client: httpx.AsyncClient, provider: str, request: httpx.Request) -> JsonReply:
+    try:
+        response = await client.send(request)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from exc
+    body = response.content
+    if response.status_code >= 400:
+        raise upstream_error(provider, response.status_code, body, response.headers)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"{provider} returned a body that is not JSON.") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{provider} returned an unexpected body.")
+    return JsonReply(body, data)
+
+
+async def open_chat_stream(
+    client: httpx.AsyncClient, provider: str, request: httpx.Request
+) -> httpx.Response:
+    """Send the request and wait for the upstream's headers; the caller owns the response
+    and must ``aclose`` it."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from exc
+    if response.status_code >= 400:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        raise upstream_error(provider, response.status_code, body, response.headers)
+    return response
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield the ``data`` payload of each server-sent event, whatever the upstream's line
+    endings; comments (keep-alives) and other fields are dropped."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            block, buffer = buffer[:end], buffer[end + 2 :]
+            data = [
+                line[5:].removeprefix(b" ")
+                for line in block.split(b"\n")
+                if line.startswith(b"data:")
+            ]
+            if data:
+                yield b"\n".join(data)

@@ -1,0 +1,94 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL are
+set), the upstream simulator, and a real Hypercorn server running the gateway."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ringside.store.bridge import open_storage
+from ringside.store.embedded import start_postgres, start_redis
+from ringside.store.migrations import apply_migrations
+from tests.gateway import RunningGateway, open_gateway
+from tests.simulator.server import RunningSimulator, open_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "ringside_template"
+# Each table's identity starts somewhere different, so a wrong join fails loudly.
+_SEQUENCE_STARTS = {"usage_event": 3000}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    base = os.environ.get("RINGSIDE_TEST_DATA_DIR")
+    if base:
+        yield Path(base)
+        return
+    with tempfile.TemporaryDirectory(prefix="ringside-test-") as tmp:
+        yield Path(tmp)
+
+
+def _with_database(url: str, name: str) -> str:
+    """The same server, another database (works for TCP and unix-socket DSNs)."""
+    head, sep, query = url.partition("?")
+    scheme_host, _, _db = head.rpartition("/")
+    return f"{scheme_host}/{name}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(data_dir: Path) -> str:
+    return os.environ.get("REDIS_URL") or start_redis(data_dir)
+
+
+@pytest.fixture(scope="session")
+def server_url(data_dir: Path) -> str:
+    """A DSN for a maintenance database on the test PostgreSQL server."""
+    return os.environ.get("DATABASE_URL") or start_postgres(data_dir, "postgres")
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str, redis_url: str) -> str:
+    async def build() -> None:
+        async with open_storage(server_url, redis_url) as (db, _):
+            await db.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+            await db.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        async with open_storage(_with_database(server_url, TEMPLATE_DB), redis_url) as (db, _):
+            await apply_migrations(db, ROOT / "sql")
+            for table, start in _SEQUENCE_STARTS.items():
+                await db.execute(f"ALTER TABLE {table} ALTER COLUMN id RESTART WITH {start}")
+
+    trio.run(build)
+    return _with_database(server_url, TEMPLATE_DB)
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_url: str, redis_url: str) -> AsyncIterator[str]:
+    """A fresh database per test, cloned from the migrated template."""
+    name = f"t_{secrets.token_hex(6)}"
+    async with open_storage(server_url, redis_url) as (db, _):
+        await db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        try:
+            yield _with_database(server_url, name)
+        finally:
+            with trio.CancelScope(shield=True):
+                await db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    async with open_simulator() as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway(
+    database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
+) -> AsyncIterator[RunningGateway]:
+    async with open_gateway(database_url, redis_url, simulator, data_dir) as gw:
+        yield gw

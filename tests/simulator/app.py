@@ -1,0 +1,362 @@
+"""The simulator as a bare ASGI 3 application (no framework: it is the benchmark's fast upstream).
+
+Every HTTP request is recorded in ``Simulator.received`` (unless ``record=False``). Streams and
+slow answers (``delay``/``hang`` directives) run next to a task watching ``receive()`` for
+``http.disconnect``, so a client that goes away cancels the answer and is counted in
+``cancelled_streams`` / ``cancelled_requests``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import trio
+
+from .completion import Plan, SimError, dumps, error_type_for, loads, make_plan, rand_id
+from .providers import (
+    AZURE,
+    AZURE_DEPLOYMENTS_PREFIX,
+    CHAT,
+    CHAT_SUFFIX,
+    NO_AUTH_PROVIDERS,
+    PROVIDER_BASES,
+    ROUTES,
+    models_payload,
+)
+from .render import DONE, ChunkWriter, completion_body
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON: Final = (b"content-type", b"application/json")
+_SSE_HEADERS: Final = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+)
+_MODELS_BODIES: Final = {p: dumps(models_payload(p)) for p in PROVIDER_BASES}
+_BAD_JSON: Final = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)"
+)
+_NO_KEY: Final = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_NO_AZURE_KEY: Final = (
+    "Access denied due to missing subscription key. Make sure to include subscription key "
+    "when making requests to an API."
+)
+BAD_KEY: Final = "sk-bad"
+_GUARDED_KEYS: Final = frozenset({"delay", "hang", "status", "headers"})
+_UNPARSED: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One HTTP request as the simulator saw it."""
+
+    provider: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any | None
+
+
+class _Flow:
+    """One guarded answer; ``finish()`` is called just before its last message is sent."""
+
+    __slots__ = ("done", "sim", "stream")
+
+    def __init__(self, sim: Simulator, stream: bool) -> None:
+        self.sim = sim
+        self.stream = stream
+        self.done = False
+        if stream:
+            sim.open_streams += 1
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            if self.stream:
+                self.sim.open_streams -= 1
+
+    def abandon(self) -> None:
+        """The client went away (or the task was cancelled) before the end."""
+        if not self.done:
+            self.finish()
+            self.sim.cancelled_requests += 1
+            if self.stream:
+                self.sim.cancelled_streams += 1
+
+
+class Simulator:
+    """ASGI app faking OpenAI-compatible Chat Completions providers (see package docstring).
+
+    ``defaults`` is a directive dict applied to every chat request (request directives win),
+    e.g. ``{"delay": 0.05}`` for a benchmark upstream with latency.
+    """
+
+    def __init__(self, *, record: bool = True, defaults: dict[str, Any] | None = None) -> None:
+        self.received: list[Received] = []
+        self.record = record
+        self.defaults = defaults
+        self.requests = 0  # HTTP requests seen (counted even when record is False)
+        self.open_streams = 0  # streams currently being sent
+        self.cancelled_streams = 0  # streams whose client went away before the end
+        self.cancelled_requests = 0  # same, for any guarded answer (streams, delay, hang)
+
+    def clear(self) -> None:
+        """Forget recorded requests and reset the counters (``open_streams`` is live state)."""
+        self.received.clear()
+        self.requests = 0
+        self.cancelled_streams = 0
+        self.cancelled_requests = 0
+
+    def chats(self, provider: str | None = None) -> list[Received]:
+        """Recorded chat-completion requests, optionally for one provider."""
+        return [
+            r
+            for r in self.received
+            if r.path.endswith(CHAT_SUFFIX) and (provider is None or r.provider == provider)
+        ]
+
+    async def wait_until(self, predicate: Callable[[Simulator], bool], within: float = 5.0) -> None:
+        """Poll until ``predicate(self)`` holds; ``trio.TooSlowError`` after ``within`` s."""
+        with trio.fail_after(within):
+            while not predicate(self):  # noqa: ASYNC110 - counters change in other tasks
+                await trio.sleep(0.005)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return
+        self.requests += 1
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        parsed: Any = _UNPARSED
+        if body:
+            try:
+                parsed = loads(body)
+            except ValueError:
+                parsed = _UNPARSED
+        route = ROUTES.get(path)
+        deployment: str | None = None
+        if (
+            route is None
+            and path.startswith(AZURE_DEPLOYMENTS_PREFIX)
+            and path.endswith(CHAT_SUFFIX)
+        ):
+            deployment = path[len(AZURE_DEPLOYMENTS_PREFIX) : -len(CHAT_SUFFIX)]
+            if deployment and "/" not in deployment:
+                route = (AZURE, CHAT)
+        provider = route[0] if route else path.lstrip("/").partition("/")[0]
+        if self.record:
+            query = scope.get("query_string", b"").decode("latin-1")
+            self.received.append(
+                Received(
+                    provider,
+                    method,
+                    path,
+                    query,
+                    headers,
+                    body,
+                    None if parsed is _UNPARSED else parsed,
+                )
+            )
+        try:
+            if route is None:
+                raise SimError(404, f"Invalid URL ({method} {path})")
+            if provider == AZURE and not _has_api_version(scope.get("query_string", b"")):
+                raise SimError(404, "Resource not found", code="404")
+            if method != ("POST" if route[1] == CHAT else "GET"):
+                raise SimError(405, f"Invalid method for URL ({method} {path})")
+            _check_auth(provider, headers)
+            if route[1] != CHAT:
+                await _send_json(send, 200, _MODELS_BODIES[provider])
+                return
+            if parsed is _UNPARSED:
+                raise SimError(400, _BAD_JSON)
+            plan = make_plan(parsed, deployment, self.defaults)
+        except SimError as err:
+            await _send_json(send, err.status, err.body(), err.headers)
+            return
+        if not plan.stream and not (plan.directive.keys() & _GUARDED_KEYS):
+            await _send_json(send, 200, completion_body(plan))
+            return
+        await self._guarded(receive, plan, send)
+
+    async def _guarded(self, receive: Receive, plan: Plan, send: Send) -> None:
+        flow = _Flow(self, plan.stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
+                await _answer(plan, send, flow)
+                nursery.cancel_scope.cancel()
+        finally:
+            flow.abandon()
+
+
+async def _answer(plan: Plan, send: Send, flow: _Flow) -> None:
+    d = plan.directive
+    if d.get("hang"):
+        await trio.sleep_forever()
+    delay = float(d.get("delay") or 0)
+    if delay > 0:
+        await trio.sleep(delay)
+    extra = _extra_headers(d)
+    status = int(d.get("status") or 200)
+    if status >= 400:
+        flow.finish()
+        await _send_json(send, status, _directive_error(status, d).body(), extra)
+    elif not plan.stream:
+        flow.finish()
+        await _send_json(send, 200, completion_body(plan), extra)
+    else:
+        await _stream(plan, send, flow, extra)
+
+
+async def _stream(
+    plan: Plan, send: Send, flow: _Flow, extra: tuple[tuple[bytes, bytes], ...]
+) -> None:
+    d = plan.directive
+    writer = ChunkWriter(plan)
+    steps = writer.steps()
+    chunk_delay = float(d.get("chunk_delay") or 0)
+    raw_after = d.get("stream_error_after")
+    error_after = None if raw_after is None else int(raw_after)
+    last = len(steps) - 1
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE_HEADERS, _request_id(), *extra],
+            }
+        )
+        for idx, step in enumerate(steps):
+            if error_after is not None and idx >= 1 and (idx - 1 >= error_after or idx == last):
+                flow.finish()  # a deliberate abort, not a client disconnect
+                return  # no final message: hypercorn drops the connection mid-body
+            if idx and chunk_delay > 0:
+                await trio.sleep(chunk_delay)
+            for event in step:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        if plan.include_usage:
+            await send(
+                {"type": "http.response.body", "body": writer.usage_event(), "more_body": True}
+            )
+        flow.finish()
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+    except Exception:  # sending after the client left: the stream is over (undone)
+        return
+
+
+async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _request_id() -> tuple[bytes, bytes]:
+    return (b"x-request-id", rand_id("req_").encode())
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), _request_id(), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _has_api_version(query: bytes) -> bool:
+    return b"api-version=" in query and bool(
+        parse_qs(query.decode("latin-1")).get("api-version", [""])[0]
+    )
+
+
+def _check_auth(provider: str, headers: dict[str, str]) -> None:
+    if provider in NO_AUTH_PROVIDERS:
+        return
+    if provider == AZURE:
+        key = headers.get("api-key", "").strip()
+        if not key:
+            raise SimError(401, _NO_AZURE_KEY, code="invalid_api_key")
+    else:
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise SimError(401, _NO_KEY, code="invalid_api_key")
+    if key == BAD_KEY:
+        raise SimError(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
+
+
+def _extra_headers(d: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+    extra: dict[str, str] = {}
+    if int(d.get("status") or 0) == 429:
+        extra["retry-after"] = "1"
+    given = d.get("headers")
+    if isinstance(given, dict):
+        extra.update({str(k).lower(): str(v) for k, v in given.items()})
+    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())
+
+
+def _directive_error(status: int, d: dict[str, Any]) -> SimError:
+    over = d.get("error")
+    over = over if isinstance(over, dict) else {}
+    return SimError(
+        status,
+        str(over.get("message", f"Simulated upstream error (HTTP {status}).")),
+        str(over.get("type", error_type_for(status))),
+        over.get("code", "rate_limit_exceeded" if status == 429 else None),
+        over.get("param"),
+    )
