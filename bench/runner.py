@@ -147,26 +147,32 @@ def _pick_model(ids: list[str]) -> str:
     return chat[0]
 
 
-def load_cells(target: Target, opts: Options, workdir: Path) -> list[dict[str, Any]]:
+def load_cells(targets: list[Target], opts: Options, workdir: Path) -> list[dict[str, Any]]:
+    """Every (mode, concurrency) cell for each target, run back to back across targets so that
+    background noise on the machine hits the compared cells alike."""
     cells: list[dict[str, Any]] = []
     for mode in MODES:
-        script = write_lua(
-            workdir / f"{target.name}-{mode}.lua", _body(target.model, mode == "stream"),
-            target.headers,
-        )  # fmt: skip
-        run_wrk(target.url, script, 16, opts.warmup)  # warm caches, pools and connections
+        scripts = {
+            t.name: write_lua(workdir / f"{t.name}-{mode}.lua",
+                              _body(t.model, mode == "stream"), t.headers)
+            for t in targets
+        }  # fmt: skip
+        for t in targets:  # warm caches, pools and connections
+            run_wrk(t.url, scripts[t.name], 16, opts.warmup)
         for conc in CONCURRENCY:
-            result = run_wrk(target.url, script, conc, opts.duration)
-            cells.append({"target": target.name, "mode": mode, "concurrency": conc,
-                          **asdict(result)})  # fmt: skip
-            print(
-                f"  {target.name:<8} {mode:<6} c={conc:<3} {result.rps:>9.1f} req/s"
-                f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
-                + (f"  ERRORS {result.errors}" if result.errors else ""),
-                file=sys.stderr,
-                flush=True,
-            )
-    return cells
+            for t in targets:
+                result = run_wrk(t.url, scripts[t.name], conc, opts.duration)
+                cells.append({"target": t.name, "mode": mode, "concurrency": conc,
+                              **asdict(result), "errors": result.errors})  # fmt: skip
+                print(
+                    f"  {t.name:<8} {mode:<6} c={conc:<3} {result.rps:>9.1f} req/s"
+                    f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                    + (f"  ERRORS {result.errors}" if result.errors else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+    order = {t.name: i for i, t in enumerate(targets)}
+    return sorted(cells, key=lambda c: (order[c["target"]], MODES.index(c["mode"])))
 
 
 def memory(master: int) -> dict[str, float]:
@@ -187,9 +193,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         floor = start_floor(children, sim_openai)
         gateway, gw_child = start_gateway(children, sim_openai, app)
         idle_start = memory(gw_child.proc.pid)
-        cells: list[dict[str, Any]] = []
-        for target in (direct, floor, gateway):
-            cells += load_cells(target, opts, workdir)
+        cells = load_cells([direct, floor, gateway], opts, workdir)
         idle_loaded = memory(gw_child.proc.pid)
         probe: StreamProbe = probe_streams(
             gateway.url, slow_stream_body(gateway.model), gateway.headers, opts.streams,

@@ -79,13 +79,12 @@ def _provider(svc: Services, target: ResolvedModel) -> ProviderConfig:
 
 
 def plan(svc: Services, req: ChatRequest) -> Attempts:
-    targets = resolve_all(svc.catalog, req.model, svc.slots)
     if req.stream and isinstance(req.model, list) and len(req.model) > 1:
         raise InvalidRequest(
             "A model cascade (model: [...]) cannot be combined with stream: true.",
             code="fallback_with_stream_unsupported", param="model",
         )
-    return Attempts(targets)
+    return Attempts(resolve_all(svc.catalog, req.model, svc.slots))
 
 
 def _counted_usage(req: ChatRequest, output_chars: int) -> TokenUsage:
