@@ -82,7 +82,7 @@ def render(results: dict[str, Any]) -> str:
         "Ringside resident memory (VmRSS; embedded PostgreSQL/Redis not included)",
         f"  idle at start        {_mem(mem['idle_start'])}",
         f"  idle after load      {_mem(mem['idle_after_load'])}",
-        f"  {probe['wanted']} open streams   {_mem(probe['rss'])}"
+        f"  {str(probe['wanted']) + ' open streams':<21}{_mem(probe['rss'])}"
         f"   ({probe['opened']} opened, {probe['failed']} failed,"
         f" in {probe['open_seconds']:.1f}s)",
         f"  after closing them   {_mem(mem['after_streams'])}",

@@ -3,7 +3,6 @@ probe Ringside's memory with many open streams."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import secrets
@@ -59,16 +58,6 @@ def _hypercorn(port: int, app: str) -> list[str]:
     ]  # fmt: skip
 
 
-def gateway_app_path() -> tuple[str, str | None]:
-    """``ringside:app`` if Hypercorn can load it, else the bench shim (and why)."""
-    module = importlib.import_module("ringside")
-    if "app" in vars(module):
-        return "ringside:app", None
-    # Hypercorn evaluates ``app`` in the module's namespace, which skips a module __getattr__.
-    note = "ringside:app is not loadable by hypercorn (lazy __getattr__); using bench.gateway_app"
-    return "bench.gateway_app:app", note
-
-
 def start_simulator(children: Children) -> str:
     port = free_port()
     argv = [sys.executable, "-m", "tests.simulator", "--host", "127.0.0.1", "--port", str(port)]
@@ -89,8 +78,8 @@ def start_floor(children: Children, sim_openai: str) -> Target:
     env = {**os.environ, "STACK_FLOOR_UPSTREAM": sim_openai, "STACK_FLOOR_API_KEY": "sk-bench"}
     child = children.spawn("stack_floor", _hypercorn(port, "bench.stack_floor:app"), env)
     base = f"http://127.0.0.1:{port}"
-    _wait_post(child, f"{base}/v1/chat/completions", _body("gpt-4.1-mini", False), {})
-    return Target("floor", f"{base}/v1/chat/completions", "gpt-4.1-mini", {})
+    _wait_post(child, f"{base}/v1/chat/completions", _body("gpt-4o-mini", False), {})
+    return Target("floor", f"{base}/v1/chat/completions", "gpt-4o-mini", {})
 
 
 def _wait_post(child: Child, url: str, body: dict[str, object], headers: dict[str, str]) -> None:
@@ -139,8 +128,8 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> tuple[Target
 
 
 def _pick_model(ids: list[str]) -> str:
-    if "fc:openai/gpt-4.1-mini" in ids:
-        return "fc:openai/gpt-4.1-mini"
+    if "fc:openai/gpt-4o-mini" in ids:
+        return "fc:openai/gpt-4o-mini"
     chat = [i for i in ids if i.startswith("fc:openai/") and "embedding" not in i]
     if not chat:
         raise BenchError(f"no fc:openai/ chat model in GET /v1/models: {ids}")
@@ -183,12 +172,12 @@ def memory(master: int) -> dict[str, float]:
 
 def run(opts: Options, workdir: Path) -> dict[str, Any]:
     raise_fd_limit(opts.streams + 512)  # before spawning: the servers inherit it
-    app, note = gateway_app_path()
+    app = "ringside:app"
     children = Children(workdir)
     try:
         sim = start_simulator(children)
         sim_openai = f"{sim}/openai/v1"
-        direct = Target("direct", f"{sim_openai}/chat/completions", "gpt-4.1-mini",
+        direct = Target("direct", f"{sim_openai}/chat/completions", "gpt-4o-mini",
                         {"Authorization": "Bearer sk-bench"})  # fmt: skip
         floor = start_floor(children, sim_openai)
         gateway, gw_child = start_gateway(children, sim_openai, app)
@@ -203,7 +192,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         after = memory(gw_child.proc.pid)
         return {
             "gateway_app": app,
-            "notes": [note] if note else [],
+            "notes": [],
             "model": gateway.model,
             "duration_s": opts.duration,
             "cells": cells,

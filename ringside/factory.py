@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
 
 import trio
 from quart import Response, g, request
@@ -45,6 +47,12 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.before_serving
     async def _start() -> None:
+        if multiprocessing.parent_process() is not None:
+            # A Hypercorn worker: the master asks every worker to drain through a shared event,
+            # then SIGTERMs those still running as soon as the first one exits. Ignoring that
+            # signal (as workers already ignore SIGINT) lets each finish draining its streams
+            # and release the embedded servers; SIGKILL still ends it.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         svc: Services = await app.nursery.start(serve_services, settings, stop)
         app.extensions["ringside"] = svc
 

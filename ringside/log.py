@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -67,4 +68,5 @@ class RequestLog:
         fields = {k: v for k, v in self.__dict__.items()
                   if v is not None and k not in ("deferred", "emitted", "started")}
         fields["latency_ms"] = round((now - self.started) * 1000, 2)
+        fields["pid"] = os.getpid()
         access_log.info("request", extra={"fields": fields})

@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ringside.catalog import load_catalog
+from ringside.catalog import Catalog, load_catalog
 from ringside.domain.auth import KeyAuthenticator
 from ringside.domain.metering import Meter
 from ringside.services import Services
 from ringside.settings import Settings
 from ringside.store.bridge import open_storage
-from ringside.store.embedded import ensure_servers
+from ringside.store.embedded import EmbeddedServers, ensure_servers
 from ringside.store.migrations import apply_migrations
 from ringside.upstream.client import open_upstream_client
 
@@ -26,6 +26,20 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
     urls = await trio.to_thread.run_sync(
         ensure_servers, settings.data_dir, settings.database_url, settings.redis_url
     )
+    try:
+        async with _open_services(settings, urls, catalog, migrate=migrate) as svc:
+            yield svc
+    finally:
+        # Hypercorn's workers leave through os._exit, which skips the embedded servers'
+        # atexit hooks: let go of them here so the last process out stops them.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(urls.stop)
+
+
+@asynccontextmanager
+async def _open_services(
+    settings: Settings, urls: EmbeddedServers, catalog: Catalog, *, migrate: bool
+) -> AsyncIterator[Services]:
     async with (
         open_storage(urls.database_url, urls.redis_url) as (db, cache),
         open_upstream_client() as http,

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from ringside.store.bridge import open_storage
-from ringside.store.embedded import start_postgres, start_redis
+from ringside.store.embedded import EmbeddedServers, start_postgres, start_redis
 from ringside.store.migrations import apply_migrations
 from tests.gateway import RunningGateway, open_gateway
 from tests.simulator.server import RunningSimulator, open_simulator
@@ -26,12 +26,26 @@ _SEQUENCE_STARTS = {"usage_event": 3000}
 
 @pytest.fixture(scope="session")
 def data_dir() -> Iterator[Path]:
-    base = os.environ.get("RINGSIDE_TEST_DATA_DIR")
-    if base:
-        yield Path(base)
-        return
     with tempfile.TemporaryDirectory(prefix="ringside-test-") as tmp:
         yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+def embedded(data_dir: Path) -> Iterator[EmbeddedServers]:
+    """The test servers: DATABASE_URL / REDIS_URL when set, else embedded ones, stopped
+    before their data directory is removed."""
+    servers = EmbeddedServers(os.environ.get("DATABASE_URL", ""),
+                              os.environ.get("REDIS_URL", ""))
+    if not servers.database_url:
+        servers.database_url, pg = start_postgres(data_dir, "postgres")
+        servers._handles.append(pg)
+    if not servers.redis_url:
+        servers.redis_url, redis = start_redis(data_dir)
+        servers._handles.append(redis)
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 def _with_database(url: str, name: str) -> str:
@@ -42,14 +56,14 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(data_dir: Path) -> str:
-    return os.environ.get("REDIS_URL") or start_redis(data_dir)
+def redis_url(embedded: EmbeddedServers) -> str:
+    return embedded.redis_url
 
 
 @pytest.fixture(scope="session")
-def server_url(data_dir: Path) -> str:
+def server_url(embedded: EmbeddedServers) -> str:
     """A DSN for a maintenance database on the test PostgreSQL server."""
-    return os.environ.get("DATABASE_URL") or start_postgres(data_dir, "postgres")
+    return embedded.database_url
 
 
 @pytest.fixture(scope="session")

