@@ -226,19 +226,24 @@ class StreamRelay:
         while not self._done:
             with trio.move_on_after(self._svc.settings.stream_idle_timeout_s) as scope:
                 try:
-                    payload = await anext(self._events, None)
+                    payloads = await anext(self._events, None)
                 except httpx.HTTPError:
-                    payload = None
+                    payloads = None
             if scope.cancelled_caught:
                 return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
-            if payload is None:
+            if payloads is None:
                 return self._fail("upstream_error", UpstreamUnavailable(
                     "The provider ended the stream before it was complete."))
-            if payload == b"[DONE]":
-                self._done = True
-                return b"data: [DONE]\n\n"
-            if self._observe(payload):
-                return b"data: " + payload + b"\n\n"
+            out = []
+            for payload in payloads:
+                if payload == b"[DONE]":
+                    self._done = True
+                    out.append(b"data: [DONE]\n\n")
+                    break
+                if self._observe(payload):
+                    out.append(b"data: " + payload + b"\n\n")
+            if out:
+                return b"".join(out)
         await self.aclose()
         raise StopAsyncIteration
 

@@ -156,21 +156,22 @@ async def open_chat_stream(
     return response
 
 
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield the ``data`` payload of each server-sent event, whatever the upstream's line
-    endings; comments (keep-alives) and other fields are dropped."""
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """Yield, per upstream read, the ``data`` payloads of the server-sent events it completed,
+    whatever the upstream's line endings; comments (keep-alives) and other fields are dropped.
+    Batching by read keeps the relay to one write per read instead of one per event."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                break
-            block, buffer = buffer[:end], buffer[end + 2 :]
+        *blocks, buffer = buffer.split(b"\n\n")
+        payloads = []
+        for block in blocks:
             data = [
                 line[5:].removeprefix(b" ")
                 for line in block.split(b"\n")
                 if line.startswith(b"data:")
             ]
             if data:
-                yield b"\n".join(data)
+                payloads.append(b"\n".join(data))
+        if payloads:
+            yield payloads
