@@ -6,6 +6,7 @@ timeout, or a client that went away (``client_aborted``, with whatever usage was
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,14 +217,14 @@ class StreamRelay:
         self._events = openai_compat.sse_data(response.aiter_raw())
         self._usage: TokenUsage | None = None
         self._output_chars = 0
-        self._done = False
+        self._status: str | None = None  # set when the stream ended: "ok" or a failure
         self._finished = False
 
     def __aiter__(self) -> StreamRelay:
         return self
 
     async def __anext__(self) -> bytes:
-        while not self._done:
+        while self._status is None:
             with trio.move_on_after(self._svc.settings.stream_idle_timeout_s) as scope:
                 try:
                     payloads = await anext(self._events, None)
@@ -237,13 +238,19 @@ class StreamRelay:
             out = []
             for payload in payloads:
                 if payload == b"[DONE]":
-                    self._done = True
+                    self._status = "ok"
                     out.append(b"data: [DONE]\n\n")
                     break
                 if self._observe(payload):
                     out.append(b"data: " + payload + b"\n\n")
             if out:
                 return b"".join(out)
+        if self._status == "ok":
+            # Read the upstream body to its end so its connection goes back to the pool (a
+            # stream closed unread costs a new TCP connection on the next call).
+            with trio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
+                async for _ in self._events:
+                    pass
         await self.aclose()
         raise StopAsyncIteration
 
@@ -269,7 +276,7 @@ class StreamRelay:
         return True
 
     def _fail(self, status: str, error: RingsideError) -> bytes:
-        self._done = True
+        self._status = status
         self._finish(status, error.status)
         body = error.envelope(self._ctx.request_id)
         return b"data: " + orjson.dumps(body) + b"\n\n"
@@ -289,7 +296,8 @@ class StreamRelay:
     async def aclose(self) -> None:
         if not self._finished:
             # Not finished by [DONE] or by an upstream failure: the client went away.
-            self._finish("ok" if self._done else "client_aborted", 200 if self._done else 499)
+            ok = self._status == "ok"
+            self._finish("ok" if ok else "client_aborted", 200 if ok else 499)
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._events.aclose()  # type: ignore[attr-defined]
             await self._response.aclose()

@@ -22,6 +22,9 @@ from ringside.tokens import TokenUsage
 log = logging.getLogger("ringside.metering")
 
 _BATCH = 500
+# How long the writer lets events gather after the first one: batches stay large under light
+# load too, at the price of usage rows landing up to this much later.
+_LINGER_S = 0.2
 _RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -105,6 +108,7 @@ class Meter:
         try:
             async with receive:
                 async for first in receive:
+                    await trio.sleep(_LINGER_S)
                     batch = [first]
                     while len(batch) < _BATCH:
                         try:
@@ -122,8 +126,7 @@ async def _write(db: Database, batch: Sequence[UsageEventRow]) -> None:
     attempt = 0
     while True:
         try:
-            async with db.transaction() as conn:
-                await insert_usage_events(conn, batch)
+            await insert_usage_events(db, batch)
             return
         except (PostgresError, OSError) as exc:
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
