@@ -41,9 +41,7 @@ async def _list_keys(svc: Services, args: argparse.Namespace) -> Any:
 
 
 async def _revoke_key(svc: Services, args: argparse.Namespace) -> Any:
-    return developers.key_json(
-        await developers.revoke_key(svc.db, args.developer_id, args.key_id)
-    )
+    return developers.key_json(await developers.revoke_key(svc.db, args.developer_id, args.key_id))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -65,8 +65,11 @@ class RequestLog:
         if self.emitted:
             return
         self.emitted = True
-        fields = {k: v for k, v in self.__dict__.items()
-                  if v is not None and k not in ("deferred", "emitted", "started")}
+        fields = {
+            k: v
+            for k, v in self.__dict__.items()
+            if v is not None and k not in ("deferred", "emitted", "started")
+        }
         fields["latency_ms"] = round((now - self.started) * 1000, 2)
         fields["pid"] = os.getpid()
         access_log.info("request", extra={"fields": fields})

@@ -25,8 +25,20 @@ from tests.simulator.server import RunningSimulator
 
 ADMIN_KEY = "admin-test-key"
 SIMULATED = [
-    "openai", "azure_openai", "groq", "together", "fireworks", "perplexity", "deepseek", "xai",
-    "cerebras", "sambanova", "openrouter", "ollama", "mistral", "huggingface",
+    "openai",
+    "azure_openai",
+    "groq",
+    "together",
+    "fireworks",
+    "perplexity",
+    "deepseek",
+    "xai",
+    "cerebras",
+    "sambanova",
+    "openrouter",
+    "ollama",
+    "mistral",
+    "huggingface",
 ]
 
 
@@ -66,9 +78,7 @@ class RunningGateway:
     def openai(self, api_key: str, **kw: Any) -> openai.AsyncOpenAI:
         # Closed explicitly at teardown: left to the garbage collector, the SDK would schedule
         # its close on whatever asyncio loop is running (a trio-asyncio one) and fail there.
-        client = openai.AsyncOpenAI(
-            base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kw
-        )
+        client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kw)
         self.clients.append(client)
         return client
 

@@ -29,8 +29,11 @@ def free_port() -> int:
 
 
 def base_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith(("_API_KEY", "_BASE_URL")) and k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_BASE_URL")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env.update(extra)
     return env
 
@@ -55,11 +58,25 @@ async def spawn_gateway(
 ) -> AsyncIterator[GatewayProcess]:
     port = free_port()
     log_path = tmp / f"gateway-{port}.log"
-    cmd = [str(BIN / "hypercorn"), "-k", "trio", "--workers", str(workers),
-           "--bind", f"127.0.0.1:{port}", "--graceful-timeout", str(grace), "ringside:app"]
+    cmd = [
+        str(BIN / "hypercorn"),
+        "-k",
+        "trio",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        str(grace),
+        "ringside:app",
+    ]
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(
-            cmd, env=base_env(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            cmd,
+            env=base_env(env),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -90,8 +107,12 @@ async def spawn_gateway(
 
 async def run_cli(env: Mapping[str, str], *args: str) -> Any:
     result = await trio.run_process(
-        [str(BIN / "ringside"), *args], env=base_env(env), cwd=ROOT, capture_stdout=True,
-        capture_stderr=True, check=False,
+        [str(BIN / "ringside"), *args],
+        env=base_env(env),
+        cwd=ROOT,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     return orjson.loads(result.stdout)

@@ -19,8 +19,12 @@ CHAT = {"model": "fc:openai/gpt-4o-mini", "messages": [{"role": "user", "content
 
 @pytest.fixture
 def env(database_url: str, redis_url: str, simulator: RunningSimulator) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
-            "RINGSIDE_ADMIN_KEY": ADMIN_KEY, **simulator_env(simulator)}
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
+        **simulator_env(simulator),
+    }
 
 
 async def test_cli_manages_developers_and_keys(env: dict[str, str]) -> None:
@@ -46,14 +50,18 @@ async def test_revoked_key_stops_in_every_worker_within_a_second(
         async with httpx.AsyncClient(base_url=gw.url, limits=limits) as client:
             for _ in range(40):
                 assert (await client.get("/v1/models", headers=headers)).status_code == 200
-            served = {line["pid"] for line in gw.log_lines() if line.get("status") == 200
-                      and line.get("path") == "/v1/models"}
+            served = {
+                line["pid"]
+                for line in gw.log_lines()
+                if line.get("status") == 200 and line.get("path") == "/v1/models"
+            }
             assert len(served) == 2, "both workers must have served (and cached) the key"
 
             await run_cli(env, "keys", "revoke", dev["id"], dev["api_key"]["id"])
             await trio.sleep(1.0)
-            statuses = [(await client.get("/v1/models", headers=headers)).status_code
-                        for _ in range(40)]
+            statuses = [
+                (await client.get("/v1/models", headers=headers)).status_code for _ in range(40)
+            ]
         assert set(statuses) == {401}
         refused = {line["pid"] for line in gw.log_lines() if line.get("status") == 401}
         assert refused == served
@@ -65,18 +73,22 @@ async def test_sigterm_drains_open_streams_then_stops(
     async with spawn_gateway(env, tmp_path, grace=5) as gw:
         dev = await run_cli(env, "developers", "create", "--name", "drain")
         headers = {"Authorization": f"Bearer {dev['api_key']['key']}"}
-        body = {**CHAT, "stream": True, "messages": [
-            {"role": "user", "content": 'a b c d e f g h #sim{"chunk_delay": 0.2}'}]}
-        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
-            async with client.stream("POST", "/v1/chat/completions", json=body,
-                                     headers=headers) as r:
-                received = b""
-                signalled_at = None
-                async for part in r.aiter_bytes():
-                    received += part
-                    if signalled_at is None:
-                        os.kill(gw.process.pid, signal.SIGTERM)
-                        signalled_at = trio.current_time()
+        body = {
+            **CHAT,
+            "stream": True,
+            "messages": [{"role": "user", "content": 'a b c d e f g h #sim{"chunk_delay": 0.2}'}],
+        }
+        async with (
+            httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
+            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
+        ):
+            received = b""
+            signalled_at = None
+            async for part in r.aiter_bytes():
+                received += part
+                if signalled_at is None:
+                    os.kill(gw.process.pid, signal.SIGTERM)
+                    signalled_at = trio.current_time()
         assert received.endswith(b"data: [DONE]\n\n")  # the open stream finished whole
         with trio.fail_after(10):
             await gw.process.wait()
@@ -89,13 +101,17 @@ async def test_sigterm_cuts_streams_longer_than_the_grace_period(
     async with spawn_gateway(env, tmp_path, grace=1) as gw:
         dev = await run_cli(env, "developers", "create", "--name", "cut")
         headers = {"Authorization": f"Bearer {dev['api_key']['key']}"}
-        body = {**CHAT, "stream": True, "messages": [
-            {"role": "user", "content": 'a b c d e f g h i j #sim{"chunk_delay": 1}'}]}
+        body = {
+            **CHAT,
+            "stream": True,
+            "messages": [{"role": "user", "content": 'a b c d e f g h i j #sim{"chunk_delay": 1}'}],
+        }
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
             started = trio.current_time()
             with pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
-                async with client.stream("POST", "/v1/chat/completions", json=body,
-                                         headers=headers) as r:
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as r:
                     async for _ in r.aiter_bytes():
                         if gw.process.returncode is None:
                             os.kill(gw.process.pid, signal.SIGTERM)
@@ -108,16 +124,25 @@ async def test_embedded_servers_are_shared_by_all_workers(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    env = {"RINGSIDE_DATA_DIR": str(data_dir), "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
-           **simulator_env(simulator)}
+    env = {
+        "RINGSIDE_DATA_DIR": str(data_dir),
+        "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
+        **simulator_env(simulator),
+    }
     async with spawn_gateway(env, tmp_path, workers=2) as gw:
         async with httpx.AsyncClient(base_url=gw.url) as client:
-            r = await client.post("/admin/v1/developers", json={"name": "embedded"},
-                                  headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            r = await client.post(
+                "/admin/v1/developers",
+                json={"name": "embedded"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
             assert r.status_code == 201
-        ps = (await trio.run_process(["ps", "-eww", "-o", "args"], capture_stdout=True)).stdout.decode()
-        postmasters = [p for p in ps.splitlines() if "postgres" in p and str(data_dir) in p
-                       and " -D " in p]
+        ps = (
+            await trio.run_process(["ps", "-eww", "-o", "args"], capture_stdout=True)
+        ).stdout.decode()
+        postmasters = [
+            p for p in ps.splitlines() if "postgres" in p and str(data_dir) in p and " -D " in p
+        ]
         redis_servers = [p for p in ps.splitlines() if "redis-server" in p]
         assert len(postmasters) == 1, postmasters
         assert redis_servers

@@ -37,12 +37,15 @@ async def get_developer(developer_id: str) -> Response:
 async def list_keys(developer_id: str) -> Response:
     rows = await developers.list_keys(services().db, developer_id)
     data = [developers.key_json(r) for r in rows]
-    return json_response({
-        "object": "list", "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": False,
-    })
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": False,
+        }
+    )
 
 
 @admin_bp.post("/developers/<developer_id>/api_keys")

@@ -34,8 +34,6 @@ async def read_json(*, optional: bool = False) -> Any:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
 
 
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(data, status=status, headers=headers, content_type=_JSON)

@@ -35,5 +35,7 @@ async def readyz() -> Response:
     checks.setdefault("postgres", "timeout")
     checks.setdefault("redis", "timeout")
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
-                         status=200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -21,7 +21,8 @@ async def list_models() -> Response:
     if unknown:
         raise InvalidRequest(
             f"Unknown capability {sorted(unknown)[0]!r} in 'supports'; known: "
-            + ", ".join(sorted(CAPABILITIES)) + ".",
+            + ", ".join(sorted(CAPABILITIES))
+            + ".",
             param="supports",
         )
     provider = request.args.get("provider")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -67,9 +67,7 @@ class ModelInfo:
         return total / _PER_TOKEN
 
     def as_openai_json(self) -> dict[str, Any]:
-        created = datetime(
-            self.released.year, self.released.month, self.released.day, tzinfo=timezone.utc
-        )
+        created = datetime(self.released.year, self.released.month, self.released.day, tzinfo=UTC)
         return {
             "id": self.ref,
             "object": "model",

@@ -1,1 +1,2 @@
-"""Domain logic: one module per aggregate; handlers call in here, this calls store/ and upstream/."""
+"""Domain logic, one module per aggregate: handlers call in here; this calls store/
+and upstream/."""

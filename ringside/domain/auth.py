@@ -8,8 +8,8 @@ place a revocation can lag, and its TTL is below one second.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -21,6 +21,12 @@ from ringside.store.developers import KeyOwner, select_key_owner
 _MAX_CACHED = 50_000
 
 
+class Headers(Protocol):
+    """Anything with a case-insensitive ``get`` (Quart's and httpx's headers both do)."""
+
+    def get(self, key: str) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Caller:
     developer_id: str
@@ -28,8 +34,8 @@ class Caller:
     tier: str
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("Authorization") or headers.get("authorization")
+def bearer_token(headers: Headers) -> str | None:
+    value = headers.get("Authorization")
     if not value:
         return None
     scheme, _, token = value.partition(" ")
@@ -44,12 +50,10 @@ class KeyAuthenticator:
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, KeyOwner | None]] = {}
 
-    async def caller_from(self, headers: Mapping[str, str]) -> Caller:
+    async def caller_from(self, headers: Headers) -> Caller:
         token = bearer_token(headers)
         if token is None:
-            raise Unauthorized(
-                "Missing API key: send 'Authorization: Bearer <your sk_live_ key>'."
-            )
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer <your sk_live_ key>'.")
         owner = await self._lookup(hash_api_key(token))
         if owner is None or owner.revoked:
             raise Unauthorized("Invalid or revoked API key.")
@@ -73,7 +77,7 @@ class KeyAuthenticator:
         self._cache.clear()
 
 
-def check_admin(headers: Mapping[str, str], admin_key: str) -> None:
+def check_admin(headers: Headers, admin_key: str) -> None:
     token = bearer_token(headers)
     if token is None or not hmac.compare_digest(token.encode(), admin_key.encode()):
         raise Unauthorized("Invalid admin key.", code="invalid_admin_key")

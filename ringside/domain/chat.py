@@ -33,8 +33,13 @@ from ringside.upstream import openai_compat
 from ringside.upstream.providers import ProviderConfig, Wire
 
 # Errors after which a cascade moves on to its next model.
-_FALLBACK_ON = (UpstreamUnavailable, UpstreamTimeout, ModelUnavailable, NoActiveProviderKeys,
-                RateLimited)
+_FALLBACK_ON = (
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    ModelUnavailable,
+    NoActiveProviderKeys,
+    RateLimited,
+)
 
 Finished = Callable[[str, int, TokenUsage], None]
 
@@ -83,7 +88,8 @@ def plan(svc: Services, req: ChatRequest) -> Attempts:
     if req.stream and isinstance(req.model, list) and len(req.model) > 1:
         raise InvalidRequest(
             "A model cascade (model: [...]) cannot be combined with stream: true.",
-            code="fallback_with_stream_unsupported", param="model",
+            code="fallback_with_stream_unsupported",
+            param="model",
         )
     return Attempts(resolve_all(svc.catalog, req.model, svc.slots))
 
@@ -128,8 +134,9 @@ async def complete(
                 usage, source = TokenUsage.from_openai(raw_usage), "upstream"
             else:
                 usage, source = _counted_usage(req, _reply_chars(reply.data)), "counted"
-            svc.meter.record(usage_event(ctx, target, usage, usage_source=source,
-                                         status="ok", http_status=200))
+            svc.meter.record(
+                usage_event(ctx, target, usage, usage_source=source, status="ok", http_status=200)
+            )
             recorded = True
             return Completion(reply.body, attempts.headers(), usage, target.ref)
         assert last_error is not None
@@ -138,8 +145,16 @@ async def complete(
         raise last_error
     finally:
         if not recorded and attempts.tried:
-            svc.meter.record(usage_event(ctx, attempts.tried[-1], usage, usage_source="none",
-                                         status=status, http_status=http_status))
+            svc.meter.record(
+                usage_event(
+                    ctx,
+                    attempts.tried[-1],
+                    usage,
+                    usage_source="none",
+                    status=status,
+                    http_status=http_status,
+                )
+            )
 
 
 async def _call_once(
@@ -150,8 +165,9 @@ async def _call_once(
     with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
         return await openai_compat.send_chat(svc.http, cfg.spec.name, request)
     assert scope.cancelled_caught
-    raise UpstreamTimeout(f"{cfg.spec.name} did not answer within "
-                          f"{svc.settings.upstream_timeout_s:g}s.")
+    raise UpstreamTimeout(
+        f"{cfg.spec.name} did not answer within {svc.settings.upstream_timeout_s:g}s."
+    )
 
 
 async def open_stream(
@@ -188,8 +204,11 @@ def _record_failure(
     svc: Services, ctx: CallContext, target: ResolvedModel, exc: RingsideError
 ) -> None:
     status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-    svc.meter.record(usage_event(ctx, target, TokenUsage(), usage_source="none",
-                                 status=status, http_status=exc.status))
+    svc.meter.record(
+        usage_event(
+            ctx, target, TokenUsage(), usage_source="none", status=status, http_status=exc.status
+        )
+    )
 
 
 class StreamRelay:
@@ -233,8 +252,10 @@ class StreamRelay:
             if scope.cancelled_caught:
                 return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
             if payloads is None:
-                return self._fail("upstream_error", UpstreamUnavailable(
-                    "The provider ended the stream before it was complete."))
+                return self._fail(
+                    "upstream_error",
+                    UpstreamUnavailable("The provider ended the stream before it was complete."),
+                )
             out = []
             for payload in payloads:
                 if payload == b"[DONE]":
@@ -289,8 +310,16 @@ class StreamRelay:
             usage, source = self._usage, "upstream"
         else:
             usage, source = _counted_usage(self._req, self._output_chars), "counted"
-        self._svc.meter.record(usage_event(self._ctx, self._target, usage, usage_source=source,
-                                           status=status, http_status=http_status))
+        self._svc.meter.record(
+            usage_event(
+                self._ctx,
+                self._target,
+                usage,
+                usage_source=source,
+                status=status,
+                http_status=http_status,
+            )
+        )
         self._on_finish(status, http_status, usage)
 
     async def aclose(self) -> None:

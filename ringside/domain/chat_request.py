@@ -17,8 +17,14 @@ from ringside.errors import InvalidRequest
 _TEXT_OR_PARTS = {
     "anyOf": [
         {"type": "string"},
-        {"type": "array", "items": {"type": "object", "required": ["type"],
-                                    "properties": {"type": {"type": "string"}}}},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string"}},
+            },
+        },
         {"type": "null"},
     ]
 }
@@ -31,8 +37,12 @@ CHAT_REQUEST_SCHEMA: dict[str, Any] = {
         "model": {
             "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "maxItems": 8,
-                 "items": {"type": "string", "minLength": 1}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 8,
+                    "items": {"type": "string", "minLength": 1},
+                },
             ]
         },
         "messages": {
@@ -42,8 +52,9 @@ CHAT_REQUEST_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "required": ["role"],
                 "properties": {
-                    "role": {"enum": ["system", "developer", "user", "assistant", "tool",
-                                      "function"]},
+                    "role": {
+                        "enum": ["system", "developer", "user", "assistant", "tool", "function"]
+                    },
                     "content": _TEXT_OR_PARTS,
                     "name": {"type": "string"},
                     "tool_calls": {"type": "array"},
@@ -64,8 +75,9 @@ CHAT_REQUEST_SCHEMA: dict[str, Any] = {
         "seed": {"type": ["integer", "null"]},
         "user": {"type": "string"},
         "logprobs": {"type": ["boolean", "null"]},
-        "top_logprobs": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 20},
-                                   {"type": "null"}]},
+        "top_logprobs": {
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": 20}, {"type": "null"}]
+        },
         "stop": {
             "anyOf": [
                 {"type": "string"},
@@ -83,8 +95,10 @@ CHAT_REQUEST_SCHEMA: dict[str, Any] = {
                     "function": {
                         "type": "object",
                         "required": ["name"],
-                        "properties": {"name": {"type": "string", "minLength": 1},
-                                       "parameters": {"type": "object"}},
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "parameters": {"type": "object"},
+                        },
                     },
                 },
             },

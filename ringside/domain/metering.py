@@ -131,6 +131,11 @@ async def _write(db: Database, batch: Sequence[UsageEventRow]) -> None:
         except (PostgresError, OSError) as exc:
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
             attempt += 1
-            log.warning("usage write of %d events failed (%s); retry %d in %.1fs",
-                        len(batch), exc, attempt, delay)
+            log.warning(
+                "usage write of %d events failed (%s); retry %d in %.1fs",
+                len(batch),
+                exc,
+                attempt,
+                delay,
+            )
             await trio.sleep(delay)

@@ -20,8 +20,12 @@ _MATCH = re.compile(
 )
 _SLOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OPS: Mapping[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
-    "==": operator.eq, "=": operator.eq,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "=": operator.eq,
 }
 _FREE = Pricing(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
 
@@ -56,8 +60,7 @@ def _match(catalog: Catalog, body: str, requested: str) -> ModelInfo:
         want = parse_version(m["version"])
         compare = _OPS[m["op"]]
         candidates = [
-            c for c in candidates
-            if compare(_pad(c.version, len(want)), _pad(want, len(c.version)))
+            c for c in candidates if compare(_pad(c.version, len(want)), _pad(want, len(c.version)))
         ]
     if not candidates:
         raise InvalidModelRef(f"No catalog model matches {requested!r}.", param="model")
@@ -74,7 +77,8 @@ def _direct(catalog: Catalog, body: str, requested: str) -> ModelInfo:
     if provider not in PROVIDERS:
         raise InvalidModelRef(
             f"Unknown provider {provider!r} in {requested!r}. Known providers: "
-            + ", ".join(sorted(PROVIDERS)) + ".",
+            + ", ".join(sorted(PROVIDERS))
+            + ".",
             param="model",
         )
     info = catalog.get(provider, model)
@@ -83,9 +87,16 @@ def _direct(catalog: Catalog, body: str, requested: str) -> ModelInfo:
     if provider == "ollama":
         # Local models are free and open-ended: any model the Ollama server has will do.
         return ModelInfo(
-            provider, model, family=model, version=(0,), version_text="0",
-            released=date(1970, 1, 1), context_window=0, max_output_tokens=None,
-            pricing=_FREE, capabilities=frozenset({"chat", "streaming"}),
+            provider,
+            model,
+            family=model,
+            version=(0,),
+            version_text="0",
+            released=date(1970, 1, 1),
+            context_window=0,
+            max_output_tokens=None,
+            pricing=_FREE,
+            capabilities=frozenset({"chat", "streaming"}),
         )
     raise InvalidModelRef(
         f"Model {requested!r} is not in the catalog, so it cannot be priced. See GET /v1/models, "

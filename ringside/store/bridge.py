@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -21,7 +21,7 @@ import trio_asyncio
 P = ParamSpec("P")
 T = TypeVar("T")
 
-Record = asyncpg.Record
+Record: TypeAlias = asyncpg.Record
 UniqueViolation = asyncpg.UniqueViolationError
 PostgresError = asyncpg.PostgresError
 
@@ -37,16 +37,16 @@ class Conn:
         return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        return await self._bridge(self._conn.fetch)(query, *args)
+        return cast(list[Record], await self._bridge(self._conn.fetch)(query, *args))
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        return await self._bridge(self._conn.fetchrow)(query, *args)
+        return cast(Record | None, await self._bridge(self._conn.fetchrow)(query, *args))
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self._bridge(self._conn.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await self._bridge(self._conn.execute)(query, *args)
+        return cast(str, await self._bridge(self._conn.execute)(query, *args))
 
     async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
         await self._bridge(self._conn.executemany)(query, args)
@@ -64,16 +64,16 @@ class Database:
         return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        return await self._bridge(self._pool.fetch)(query, *args)
+        return cast(list[Record], await self._bridge(self._pool.fetch)(query, *args))
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        return await self._bridge(self._pool.fetchrow)(query, *args)
+        return cast(Record | None, await self._bridge(self._pool.fetchrow)(query, *args))
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self._bridge(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await self._bridge(self._pool.execute)(query, *args)
+        return cast(str, await self._bridge(self._pool.execute)(query, *args))
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
@@ -106,18 +106,14 @@ class Cache:
         self._client = client
 
     async def execute(self, *args: Any) -> Any:
-        return await trio_asyncio.aio_as_trio(self._client.execute_command, loop=self._loop)(
-            *args
-        )
+        return await trio_asyncio.aio_as_trio(self._client.execute_command, loop=self._loop)(*args)
 
     async def ping(self) -> bool:
         return bool(await self.execute("PING"))
 
 
 async def _connect_pg(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=30
-    )
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
 
 
 @asynccontextmanager

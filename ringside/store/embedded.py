@@ -42,7 +42,7 @@ class EmbeddedServers:
         hooks, so processes call this on their way out."""
         while self._handles:
             handle = self._handles.pop()
-            if isinstance(handle, pgserver.PostgresServer):
+            if isinstance(handle, pgserver.PostgresServer):  # type: ignore[attr-defined]
                 handle.cleanup()
             else:
                 handle._cleanup()
@@ -51,7 +51,7 @@ class EmbeddedServers:
 def start_postgres(data_dir: Path, database: str = "ringside") -> tuple[str, Any]:
     """Start (or join) the embedded PostgreSQL; return a DSN for ``database`` and the handle."""
     with _file_lock(data_dir / "pg.lock"):
-        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{database}";')

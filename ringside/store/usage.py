@@ -32,17 +32,28 @@ class UsageEventRow:
 
 
 _TYPES = {
-    "request_id": "text", "developer_id": "text", "api_key_id": "text", "customer_ref": "text",
-    "model_requested": "text", "model_resolved": "text", "provider": "text",
-    "upstream_model": "text", "stream": "boolean", "input_tokens": "integer",
-    "cached_input_tokens": "integer", "output_tokens": "integer", "reasoning_tokens": "integer",
-    "usage_source": "text", "cost_usd": "numeric", "latency_ms": "integer", "status": "text",
+    "request_id": "text",
+    "developer_id": "text",
+    "api_key_id": "text",
+    "customer_ref": "text",
+    "model_requested": "text",
+    "model_resolved": "text",
+    "provider": "text",
+    "upstream_model": "text",
+    "stream": "boolean",
+    "input_tokens": "integer",
+    "cached_input_tokens": "integer",
+    "output_tokens": "integer",
+    "reasoning_tokens": "integer",
+    "usage_source": "text",
+    "cost_usd": "numeric",
+    "latency_ms": "integer",
+    "status": "text",
     "http_status": "integer",
 }
 _FIELDS = tuple(UsageEventRow.__dataclass_fields__)
 _COLUMNS = ", ".join(_FIELDS)
-_ARRAYS = ", ".join(f"${i}::{_TYPES[c]}[]"
-                    for i, c in enumerate(_FIELDS, start=1))
+_ARRAYS = ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_FIELDS, start=1))
 
 # One statement (one round trip, its own transaction) per batch: the batch goes in whole or
 # not at all. ON CONFLICT makes a re-sent batch harmless: a request id is metered at most once.

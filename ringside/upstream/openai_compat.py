@@ -89,7 +89,9 @@ def _upstream_message(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace")
 
 
-def upstream_error(provider: str, status: int, body: bytes, headers: httpx.Headers) -> RingsideError:
+def upstream_error(
+    provider: str, status: int, body: bytes, headers: httpx.Headers
+) -> RingsideError:
     """Map an upstream error answer to Ringside's envelope. The caller's own mistakes (400,
     404, 413, 422) stay 400s; throttling stays 429; everything else is the provider's fault."""
     detail = f"{provider} returned HTTP {status}: {_upstream_message(body)}"

@@ -54,10 +54,14 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
         # Azure has no global endpoint: AZURE_OPENAI_BASE_URL is https://<resource>.openai.azure.com
         ProviderSpec("azure_openai", "Azure OpenAI", "", Wire.AZURE),
         ProviderSpec(
-            "bedrock", "Amazon Bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com",
+            "bedrock",
+            "Amazon Bedrock",
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
             Wire.NATIVE,
         ),
-        ProviderSpec("huggingface", "Hugging Face", "https://router.huggingface.co/v1", Wire.OPENAI),
+        ProviderSpec(
+            "huggingface", "Hugging Face", "https://router.huggingface.co/v1", Wire.OPENAI
+        ),
         ProviderSpec("replicate", "Replicate", "https://api.replicate.com/v1", Wire.NATIVE),
     )
 }

@@ -92,17 +92,24 @@ async def test_streamed_completion_every_provider(gateway: RunningGateway, provi
 @pytest.mark.parametrize("provider", SIMULATED)
 async def test_tool_calling_every_provider(gateway: RunningGateway, provider: str) -> None:
     client = gateway.openai(await gateway.new_key())
-    tools = [{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     completion = await client.chat.completions.create(
         model=chat_model(provider),
-        messages=[{"role": "user", "content": 'weather? #sim{"tool_call": {"name": '
-                   '"get_weather", "arguments": {"city": "Paris"}}}'}],
+        messages=[
+            {
+                "role": "user",
+                "content": 'weather? #sim{"tool_call": {"name": '
+                '"get_weather", "arguments": {"city": "Paris"}}}',
+            }
+        ],
         tools=tools,
         tool_choice="required",
     )
@@ -146,10 +153,14 @@ async def test_stream_usage_chunk_when_asked(gateway: RunningGateway) -> None:
 async def test_raw_stream_is_openai_sse_framing(gateway: RunningGateway) -> None:
     key = await gateway.new_key()
     async with gateway.http.stream(
-        "POST", "/v1/chat/completions",
+        "POST",
+        "/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "fc:groq/" + chat_model("groq").split("/", 1)[1],
-              "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        json={
+            "model": "fc:groq/" + chat_model("groq").split("/", 1)[1],
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -168,12 +179,23 @@ async def test_request_forwarding(gateway: RunningGateway) -> None:
     client = gateway.openai(key)
     await client.chat.completions.create(
         model="fc:openai/gpt-4o-mini",
-        messages=[{"role": "system", "content": "be brief"},
-                  {"role": "user", "content": [
-                      {"type": "text", "text": "what is this"},
-                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                  ]}],
-        temperature=0.3, top_p=0.9, max_tokens=50, stop=["\n\n"], seed=7, n=1, user="u-1",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            },
+        ],
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=50,
+        stop=["\n\n"],
+        seed=7,
+        n=1,
+        user="u-1",
         response_format={"type": "json_object"},
         extra_body={"provider_specific_knob": {"x": 1}},
     )
@@ -207,11 +229,9 @@ async def test_stream_without_upstream_usage_is_counted(gateway: RunningGateway)
         messages=[{"role": "user", "content": 'count me please #sim{"no_usage": true}'}],
         stream=True,
     )
-    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse()
-                    if c.choices])
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
     event = await gateway.usage_event(raw.headers["x-request-id"])
     assert event["usage_source"] == "counted"
     assert event["output_tokens"] == (len(text) + 3) // 4
     assert event["input_tokens"] > 0
     assert event["cost_usd"] > 0
-

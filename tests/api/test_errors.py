@@ -64,8 +64,9 @@ async def test_bad_bodies_are_400_invalid_request(
     gateway: RunningGateway, body: Any, param: str | None
 ) -> None:
     key = await gateway.new_key()
-    error = assert_envelope(await post(gateway, key, body), 400, "invalid_request",
-                            "invalid_request_error")
+    error = assert_envelope(
+        await post(gateway, key, body), 400, "invalid_request", "invalid_request_error"
+    )
     if param is not None:
         assert error["param"] == param
     assert gateway.sim.chats() == []
@@ -73,14 +74,27 @@ async def test_bad_bodies_are_400_invalid_request(
 
 @pytest.mark.parametrize(
     "model",
-    ["gpt-4o", "openai/gpt-4o", "fc:nosuch/model", "fc:openai", "fc:openai/not-a-real-model",
-     "slot:missing", "match:openai", "match:anthropic/sonnet>=99", "bogus:openai/gpt-4o",
-     ["fc:openai/gpt-4o-mini", "gpt-4o"]],
+    [
+        "gpt-4o",
+        "openai/gpt-4o",
+        "fc:nosuch/model",
+        "fc:openai",
+        "fc:openai/not-a-real-model",
+        "slot:missing",
+        "match:openai",
+        "match:anthropic/sonnet>=99",
+        "bogus:openai/gpt-4o",
+        ["fc:openai/gpt-4o-mini", "gpt-4o"],
+    ],
 )
 async def test_bad_model_refs(gateway: RunningGateway, model: Any) -> None:
     key = await gateway.new_key()
-    error = assert_envelope(await post(gateway, key, {**GOOD, "model": model}), 400,
-                            "invalid_model_ref", "invalid_request_error")
+    error = assert_envelope(
+        await post(gateway, key, {**GOOD, "model": model}),
+        400,
+        "invalid_model_ref",
+        "invalid_request_error",
+    )
     assert error["param"] == "model"
     assert gateway.sim.chats() == []
 
@@ -88,20 +102,25 @@ async def test_bad_model_refs(gateway: RunningGateway, model: Any) -> None:
 async def test_bare_model_name_through_the_sdk(gateway: RunningGateway) -> None:
     client = gateway.openai(await gateway.new_key())
     with pytest.raises(openai.BadRequestError) as info:
-        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user",
-                                                                        "content": "x"}])
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.code == "invalid_model_ref"
 
 
 async def test_cascade_with_stream_is_rejected(gateway: RunningGateway) -> None:
     key = await gateway.new_key()
-    body = {**GOOD, "model": ["fc:openai/gpt-4o-mini", "fc:groq/llama-3.3-70b-versatile"],
-            "stream": True}
+    body = {
+        **GOOD,
+        "model": ["fc:openai/gpt-4o-mini", "fc:groq/llama-3.3-70b-versatile"],
+        "stream": True,
+    }
     assert_envelope(await post(gateway, key, body), 400, "fallback_with_stream_unsupported")
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer", "Bearer sk_live_nope", "Basic abc",
-                                  "Bearer " + "x" * 300])
+@pytest.mark.parametrize(
+    "auth", [None, "Bearer", "Bearer sk_live_nope", "Basic abc", "Bearer " + "x" * 300]
+)
 async def test_bad_api_keys_are_401(gateway: RunningGateway, auth: str | None) -> None:
     headers = {"Authorization": auth} if auth else {}
     r = await gateway.http.post(CHAT, json=GOOD, headers=headers)
@@ -109,8 +128,7 @@ async def test_bad_api_keys_are_401(gateway: RunningGateway, auth: str | None) -
 
 
 async def test_unknown_route_and_wrong_method(gateway: RunningGateway) -> None:
-    assert_envelope(await gateway.http.get("/v1/nothing-here"), 404, "not_found",
-                    "not_found_error")
+    assert_envelope(await gateway.http.get("/v1/nothing-here"), 404, "not_found", "not_found_error")
     assert_envelope(await gateway.http.get(CHAT), 405, "method_not_allowed")
     assert_envelope(await gateway.http.delete("/v1/models"), 405, "method_not_allowed")
 
@@ -152,8 +170,9 @@ async def test_upstream_errors_are_mapped(
 async def test_missing_provider_key_is_503(
     database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
 ) -> None:
-    async with open_gateway(database_url, redis_url, simulator, data_dir,
-                            {"OPENAI_API_KEY": ""}) as gw:
+    async with open_gateway(
+        database_url, redis_url, simulator, data_dir, {"OPENAI_API_KEY": ""}
+    ) as gw:
         key = await gw.new_key()
         assert_envelope(await post(gw, key, GOOD), 503, "no_active_provider_keys")
         assert gw.sim.chats() == []
@@ -162,18 +181,27 @@ async def test_missing_provider_key_is_503(
 async def test_upstream_timeouts_are_504(
     database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
 ) -> None:
-    env = {"RINGSIDE_UPSTREAM_TIMEOUT_SECONDS": "0.3",
-           "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS": "0.3"}
+    env = {
+        "RINGSIDE_UPSTREAM_TIMEOUT_SECONDS": "0.3",
+        "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS": "0.3",
+    }
     async with open_gateway(database_url, redis_url, simulator, data_dir, env) as gw:
         key = await gw.new_key()
         slow = {**GOOD, "messages": [{"role": "user", "content": 'x #sim{"delay": 5}'}]}
         for stream in (False, True):
-            error = assert_envelope(await post(gw, key, {**slow, "stream": stream}), 504,
-                                    "upstream_timeout", "api_error")
+            error = assert_envelope(
+                await post(gw, key, {**slow, "stream": stream}),
+                504,
+                "upstream_timeout",
+                "api_error",
+            )
             assert (await gw.usage_event(error["request_id"]))["status"] == "timeout"
         # A stream that stalls after it started ends with an error event, and is metered.
-        stalls = {**GOOD, "stream": True, "messages": [
-            {"role": "user", "content": 'a b c #sim{"chunk_delay": 5}'}]}
+        stalls = {
+            **GOOD,
+            "stream": True,
+            "messages": [{"role": "user", "content": 'a b c #sim{"chunk_delay": 5}'}],
+        }
         r = await post(gw, key, stalls)
         assert r.status_code == 200
         assert r.text.rstrip().endswith('"retry_after_seconds":null}}')
@@ -186,11 +214,15 @@ async def test_upstream_timeouts_are_504(
 async def test_native_provider_not_in_this_build_is_503(gateway: RunningGateway) -> None:
     key = await gateway.new_key()
     anthropic = next(m.ref for m in gateway.services.catalog.all() if m.provider == "anthropic")
-    assert_envelope(await post(gateway, key, {**GOOD, "model": anthropic}), 503,
-                    "model_unavailable")
+    assert_envelope(
+        await post(gateway, key, {**GOOD, "model": anthropic}), 503, "model_unavailable"
+    )
 
 
 async def test_every_response_has_a_request_id(gateway: RunningGateway) -> None:
-    for r in (await gateway.http.get("/healthz"), await gateway.http.get("/nope"),
-              await gateway.http.post(CHAT, json=GOOD)):
+    for r in (
+        await gateway.http.get("/healthz"),
+        await gateway.http.get("/nope"),
+        await gateway.http.post(CHAT, json=GOOD),
+    ):
         assert r.headers["x-request-id"].startswith("req_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import openai
 import orjson
 import pytest
 
@@ -19,24 +20,31 @@ async def test_list_models_covers_all_19_providers(gateway: RunningGateway) -> N
     assert len(PROVIDERS) == 19
     mini = next(m for m in models if m.id == "fc:openai/gpt-4o-mini")
     extra = mini.model_extra
-    assert extra["pricing"] == {"input": "0.15", "cached_input": "0.075", "output": "0.60",
-                                "reasoning": "0.60"}
+    assert extra["pricing"] == {
+        "input": "0.15",
+        "cached_input": "0.075",
+        "output": "0.60",
+        "reasoning": "0.60",
+    }
     assert extra["capabilities"]["tools"] is True
     assert extra["capabilities"]["embeddings"] is False
 
 
 async def test_supports_filter(gateway: RunningGateway) -> None:
     key = await gateway.new_key()
-    r = await gateway.http.get("/v1/models?supports=reasoning,tools",
-                               headers={"Authorization": f"Bearer {key}"})
+    r = await gateway.http.get(
+        "/v1/models?supports=reasoning,tools", headers={"Authorization": f"Bearer {key}"}
+    )
     data = r.json()["data"]
     assert data
     assert all(m["capabilities"]["reasoning"] and m["capabilities"]["tools"] for m in data)
-    everything = (await gateway.http.get("/v1/models",
-                                         headers={"Authorization": f"Bearer {key}"})).json()
+    everything = (
+        await gateway.http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    ).json()
     assert len(data) < len(everything["data"])
-    bad = await gateway.http.get("/v1/models?supports=teleportation",
-                                 headers={"Authorization": f"Bearer {key}"})
+    bad = await gateway.http.get(
+        "/v1/models?supports=teleportation", headers={"Authorization": f"Bearer {key}"}
+    )
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "supports"
 
@@ -52,9 +60,14 @@ async def test_retrieve_model_and_match_selector(gateway: RunningGateway) -> Non
     assert model.id == "fc:openai/gpt-4o-mini"
     validate(model.model_dump(), "Model")
 
-    newest = max((m for m in gateway.services.catalog.all()
-                  if m.provider == "anthropic" and m.family == "sonnet"),
-                 key=lambda m: m.version)
+    newest = max(
+        (
+            m
+            for m in gateway.services.catalog.all()
+            if m.provider == "anthropic" and m.family == "sonnet"
+        ),
+        key=lambda m: m.version,
+    )
     raw = await client.models.with_raw_response.retrieve("match:anthropic/sonnet>=4")
     assert raw.headers["x-ringside-model-resolved"] == newest.ref
     assert raw.parse().id == newest.ref
@@ -62,15 +75,16 @@ async def test_retrieve_model_and_match_selector(gateway: RunningGateway) -> Non
     older = await client.models.retrieve("match:anthropic/sonnet<5")
     assert older.model_extra["version"].startswith("4")
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("fc:openai/not-a-model")
-    assert getattr(info.value, "status_code", None) == 404
 
 
 async def test_match_in_a_completion(gateway: RunningGateway) -> None:
     client = gateway.openai(await gateway.new_key())
-    newest = max((m for m in gateway.services.catalog.all()
-                  if m.provider == "openai" and m.family == "gpt"), key=lambda m: m.version)
+    newest = max(
+        (m for m in gateway.services.catalog.all() if m.provider == "openai" and m.family == "gpt"),
+        key=lambda m: m.version,
+    )
     raw = await client.chat.completions.with_raw_response.create(
         model="match:openai/gpt>=4", messages=[{"role": "user", "content": "hi"}]
     )

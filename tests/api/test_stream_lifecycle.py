@@ -14,9 +14,12 @@ from tests.simulator.server import RunningSimulator
 SLOW_STREAM = {
     "model": "fc:openai/gpt-4o-mini",
     "stream": True,
-    "messages": [{"role": "user",
-                  "content": "one two three four five six seven eight nine ten "
-                             '#sim{"chunk_delay": 0.2}'}],
+    "messages": [
+        {
+            "role": "user",
+            "content": 'one two three four five six seven eight nine ten #sim{"chunk_delay": 0.2}',
+        }
+    ],
 }
 
 
@@ -24,8 +27,9 @@ async def test_client_disconnect_mid_stream_cancels_upstream_and_meters(
     gateway: RunningGateway,
 ) -> None:
     key = await gateway.new_key()
-    async with gateway.http.stream("POST", "/v1/chat/completions", json=SLOW_STREAM,
-                                   headers={"Authorization": f"Bearer {key}"}) as r:
+    async with gateway.http.stream(
+        "POST", "/v1/chat/completions", json=SLOW_STREAM, headers={"Authorization": f"Bearer {key}"}
+    ) as r:
         request_id = r.headers["x-request-id"]
         seen = b""
         async for part in r.aiter_bytes():
@@ -45,17 +49,21 @@ async def test_client_disconnect_mid_stream_cancels_upstream_and_meters(
 
 async def test_client_disconnect_while_waiting_cancels_upstream(gateway: RunningGateway) -> None:
     key = await gateway.new_key()
-    body = {"model": "fc:openai/gpt-4o-mini",
-            "messages": [{"role": "user", "content": 'x #sim{"delay": 10}'}]}
+    body = {
+        "model": "fc:openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": 'x #sim{"delay": 10}'}],
+    }
     with trio.move_on_after(0.5):
-        await gateway.http.post("/v1/chat/completions", json=body,
-                                headers={"Authorization": f"Bearer {key}"})
+        await gateway.http.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
     with trio.fail_after(1.0):
         await gateway.sim.wait_until(lambda s: s.cancelled_requests == 1)
     with trio.fail_after(2.0):
         while True:
             row = await gateway.services.db.fetchrow(
-                "SELECT status, http_status FROM usage_event ORDER BY id DESC LIMIT 1")
+                "SELECT status, http_status FROM usage_event ORDER BY id DESC LIMIT 1"
+            )
             if row is not None:
                 break
             await trio.sleep(0.02)
@@ -72,8 +80,9 @@ def _dead_url() -> str:
 async def test_cascade_falls_back_to_the_next_model(
     database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
 ) -> None:
-    async with open_gateway(database_url, redis_url, simulator, data_dir,
-                            {"OPENAI_BASE_URL": _dead_url()}) as gw:
+    async with open_gateway(
+        database_url, redis_url, simulator, data_dir, {"OPENAI_BASE_URL": _dead_url()}
+    ) as gw:
         client = gw.openai(await gw.new_key())
         raw = await client.chat.completions.with_raw_response.create(
             model=["fc:openai/gpt-4o-mini", "fc:groq/llama-3.3-70b-versatile"],  # type: ignore[arg-type]
@@ -82,7 +91,8 @@ async def test_cascade_falls_back_to_the_next_model(
         assert raw.parse().choices[0].message.content == "Echo: hi"
         assert raw.headers["x-ringside-model-used"] == "fc:groq/llama-3.3-70b-versatile"
         assert raw.headers["x-ringside-models-tried"] == (
-            "fc:openai/gpt-4o-mini,fc:groq/llama-3.3-70b-versatile")
+            "fc:openai/gpt-4o-mini,fc:groq/llama-3.3-70b-versatile"
+        )
         assert raw.headers["x-ringside-fallback-triggered"] == "true"
         event = await gw.usage_event(raw.headers["x-request-id"])
         assert event["provider"] == "groq"
@@ -90,21 +100,26 @@ async def test_cascade_falls_back_to_the_next_model(
 
 
 async def test_slot_from_config_falls_back_while_streaming_has_not_started(
-    database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path,
+    database_url: str,
+    redis_url: str,
+    simulator: RunningSimulator,
+    data_dir: Path,
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "ringside.toml"
-    config.write_text('[slots]\nfast = ["fc:openai/gpt-4o-mini", '
-                      '"fc:groq/llama-3.1-8b-instant"]\n')
-    async with open_gateway(database_url, redis_url, simulator, data_dir,
-                            {"OPENAI_BASE_URL": _dead_url(),
-                             "RINGSIDE_CONFIG": str(config)}) as gw:
+    config.write_text('[slots]\nfast = ["fc:openai/gpt-4o-mini", "fc:groq/llama-3.1-8b-instant"]\n')
+    async with open_gateway(
+        database_url,
+        redis_url,
+        simulator,
+        data_dir,
+        {"OPENAI_BASE_URL": _dead_url(), "RINGSIDE_CONFIG": str(config)},
+    ) as gw:
         client = gw.openai(await gw.new_key())
         raw = await client.chat.completions.with_raw_response.create(
             model="slot:fast", messages=[{"role": "user", "content": "a b"}], stream=True
         )
-        text = "".join([c.choices[0].delta.content or "" async for c in raw.parse()
-                        if c.choices])
+        text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
         assert text == "Echo: a b"
         assert raw.headers["x-ringside-model-used"] == "fc:groq/llama-3.1-8b-instant"
         assert raw.headers["x-ringside-fallback-triggered"] == "true"
@@ -114,13 +129,22 @@ async def test_all_models_failing_is_503_and_metered_once(
     database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
 ) -> None:
     dead = _dead_url()
-    async with open_gateway(database_url, redis_url, simulator, data_dir,
-                            {"OPENAI_BASE_URL": dead, "GROQ_BASE_URL": dead}) as gw:
+    async with open_gateway(
+        database_url,
+        redis_url,
+        simulator,
+        data_dir,
+        {"OPENAI_BASE_URL": dead, "GROQ_BASE_URL": dead},
+    ) as gw:
         key = await gw.new_key()
         r = await gw.http.post(
-            "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-            json={"model": ["fc:openai/gpt-4o-mini", "fc:groq/llama-3.1-8b-instant"],
-                  "messages": [{"role": "user", "content": "x"}]})
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": ["fc:openai/gpt-4o-mini", "fc:groq/llama-3.1-8b-instant"],
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        )
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "upstream_unavailable"
         event = await gw.usage_event(r.headers["x-request-id"])
