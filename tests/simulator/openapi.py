@@ -3,7 +3,8 @@
 ``validate(body, "CreateChatCompletionResponse")`` raises ``jsonschema.ValidationError``.
 The spec is OpenAPI 3.1 but still uses 3.0's ``nullable: true`` in places; those schemas are
 rewritten to ``anyOf: [schema, {"type": "null"}]`` so ``null`` validates where OpenAI sends it.
-The spec path defaults to /work/shared/data/openai-openapi.yaml (``RINGSIDE_OPENAPI_SPEC``).
+The spec defaults to ../shared/data/openai-openapi.yaml beside the repository
+(``RINGSIDE_OPENAPI_SPEC`` overrides it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(os.environ.get("RINGSIDE_OPENAPI_SPEC", "/work/shared/data/openai-openapi.yaml"))
+# The spec lives in the steering repo's shared/ beside this repository (as on CI).
+_BESIDE_REPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "openai-openapi.yaml"
+SPEC_PATH = Path(os.environ.get("RINGSIDE_OPENAPI_SPEC", _BESIDE_REPO))
 _SPEC_URI = "urn:openai-openapi"
 
 
