@@ -140,6 +140,13 @@ def rss_mb(pid: int) -> float:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used: unlike wall-clock rates, hardly moved by
+    other load (or hypervisor steal) on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def hypercorn_worker(master: int) -> int:
     """The child of a Hypercorn master that serves requests (not multiprocessing's tracker)."""
     for entry in Path("/proc").iterdir():

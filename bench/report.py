@@ -34,8 +34,10 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         gw, fl = _cell(results, "ringside", mode, 16), _cell(results, "floor", mode, 16)
         pct = 100.0 * gw["rps"] / fl["rps"] if fl["rps"] else 0.0
         clean = not (gw["errors"] or fl["errors"])
+        cpu_pct = 100.0 * fl["cpu_ms_per_request"] / max(gw["cpu_ms_per_request"], 1e-9)
         add(f"throughput vs floor, c=16, {mode}", pct, "%", pct >= THROUGHPUT_MIN_PCT, clean,
-            f"target >= {THROUGHPUT_MIN_PCT:g}%")  # fmt: skip
+            f"target >= {THROUGHPUT_MIN_PCT:g}%; by CPU per request: {cpu_pct:.0f}%,"
+            f" {gw['cpu_ms_per_request']:.2f} vs {fl['cpu_ms_per_request']:.2f} ms")  # fmt: skip
     for mode in ("plain", "stream"):
         gw, fl = _cell(results, "ringside", mode, 1), _cell(results, "floor", mode, 1)
         direct = _cell(results, "direct", mode, 1)
@@ -64,7 +66,7 @@ def render(results: dict[str, Any]) -> str:
         f" gateway model {results['model']} ({results['gateway_app']})",
         "",
         f"{'target':<9}{'mode':<8}{'conc':>5}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}"
-        f"{'requests':>10}{'errors':>8}",
+        f"{'requests':>10}{'errors':>8}{'cpu ms/req':>12}",
     ]
     flagged = 0
     for cell in results["cells"]:
@@ -73,7 +75,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"{cell['target']:<9}{cell['mode']:<8}{cell['concurrency']:>5}{cell['rps']:>11.1f}"
             f"{cell['p50_ms']:>10.2f}{cell['p99_ms']:>10.2f}{cell['requests']:>10}"
-            f"{cell['errors']:>8}{mark}"
+            f"{cell['errors']:>8}{cell['cpu_ms_per_request']:>12.2f}{mark}"
         )
     mem = results["memory"]
     probe = mem["streams"]

@@ -18,6 +18,7 @@ from bench.harness import (
     BenchError,
     Child,
     Children,
+    cpu_seconds,
     free_port,
     hypercorn_worker,
     rss_mb,
@@ -45,6 +46,7 @@ class Target:
     url: str  # the chat completions URL
     model: str
     headers: dict[str, str]
+    pid: int  # the process serving it, for CPU time per request
 
 
 def _body(model: str, stream: bool) -> dict[str, object]:
@@ -58,7 +60,7 @@ def _hypercorn(port: int, app: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_simulator(children: Children) -> str:
+def start_simulator(children: Children) -> tuple[str, int]:
     port = free_port()
     argv = [sys.executable, "-m", "tests.simulator", "--host", "127.0.0.1", "--port", str(port)]
     child = children.spawn("simulator", argv)
@@ -66,7 +68,7 @@ def start_simulator(children: Children) -> str:
     while time.monotonic() < deadline:
         match = re.search(r"simulator listening on (\S+)", child.log.read_text())
         if match:
-            return match[1]
+            return match[1], child.proc.pid
         if not child.alive():
             break
         time.sleep(0.1)
@@ -79,7 +81,8 @@ def start_floor(children: Children, sim_openai: str) -> Target:
     child = children.spawn("stack_floor", _hypercorn(port, "bench.stack_floor:app"), env)
     base = f"http://127.0.0.1:{port}"
     _wait_post(child, f"{base}/v1/chat/completions", _body("gpt-4o-mini", False), {})
-    return Target("floor", f"{base}/v1/chat/completions", "gpt-4o-mini", {})
+    worker = hypercorn_worker(child.proc.pid)
+    return Target("floor", f"{base}/v1/chat/completions", "gpt-4o-mini", {}, worker)
 
 
 def _wait_post(child: Child, url: str, body: dict[str, object], headers: dict[str, str]) -> None:
@@ -124,7 +127,8 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> tuple[Target
         ids = [m["id"] for m in listed.json()["data"]]
     model = _pick_model(ids)
     _wait_post(child, f"{base}/v1/chat/completions", _body(model, False), auth)
-    return Target("ringside", f"{base}/v1/chat/completions", model, auth), child
+    worker = hypercorn_worker(child.proc.pid)
+    return Target("ringside", f"{base}/v1/chat/completions", model, auth, worker), child
 
 
 def _pick_model(ids: list[str]) -> str:
@@ -150,12 +154,16 @@ def load_cells(targets: list[Target], opts: Options, workdir: Path) -> list[dict
             run_wrk(t.url, scripts[t.name], 16, opts.warmup)
         for conc in CONCURRENCY:
             for t in targets:
+                before = cpu_seconds(t.pid)
                 result = run_wrk(t.url, scripts[t.name], conc, opts.duration)
+                cpu_ms = 1000 * (cpu_seconds(t.pid) - before) / max(result.requests, 1)
                 cells.append({"target": t.name, "mode": mode, "concurrency": conc,
-                              **asdict(result), "errors": result.errors})  # fmt: skip
+                              **asdict(result), "errors": result.errors,
+                              "cpu_ms_per_request": round(cpu_ms, 3)})  # fmt: skip
                 print(
                     f"  {t.name:<8} {mode:<6} c={conc:<3} {result.rps:>9.1f} req/s"
                     f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                    f"  cpu {cpu_ms:.2f} ms/req"
                     + (f"  ERRORS {result.errors}" if result.errors else ""),
                     file=sys.stderr,
                     flush=True,
@@ -175,10 +183,10 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
     app = "ringside:app"
     children = Children(workdir)
     try:
-        sim = start_simulator(children)
+        sim, sim_pid = start_simulator(children)
         sim_openai = f"{sim}/openai/v1"
         direct = Target("direct", f"{sim_openai}/chat/completions", "gpt-4o-mini",
-                        {"Authorization": "Bearer sk-bench"})  # fmt: skip
+                        {"Authorization": "Bearer sk-bench"}, sim_pid)  # fmt: skip
         floor = start_floor(children, sim_openai)
         gateway, gw_child = start_gateway(children, sim_openai, app)
         idle_start = memory(gw_child.proc.pid)

@@ -9,6 +9,7 @@ import trio
 
 from ringside.catalog import Catalog, load_catalog
 from ringside.domain.auth import KeyAuthenticator
+from ringside.domain.modelrefs import resolve
 from ringside.domain.metering import Meter
 from ringside.services import Services
 from ringside.settings import Settings
@@ -23,6 +24,8 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
     """Everything a process needs, opened in dependency order and closed in reverse. On exit
     the meter is drained first, so no usage event is lost on a clean shutdown."""
     catalog = load_catalog(settings.catalog_path)
+    for name in settings.slots:  # a misconfigured slot fails the start, not a request
+        resolve(catalog, f"slot:{name}", settings.slots)
     urls = await trio.to_thread.run_sync(
         ensure_servers, settings.data_dir, settings.database_url, settings.redis_url
     )

@@ -27,7 +27,7 @@ async def create_chat_completion() -> Response:
         request_id=log.request_id,
         developer_id=caller.developer_id,
         api_key_id=caller.key_id,
-        customer_ref=request.headers.get("FC-Customer") or req.user,
+        customer_ref=chat.customer_ref(request.headers.get("FC-Customer"), req.user),
         model_requested=log.model,
         stream=req.stream,
         started=log.started,

@@ -49,6 +49,7 @@ class KeyAuthenticator:
         self._db = db
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, KeyOwner | None]] = {}
+        self._pending: dict[bytes, trio.Event] = {}
 
     async def caller_from(self, headers: Headers) -> Caller:
         token = bearer_token(headers)
@@ -60,15 +61,27 @@ class KeyAuthenticator:
         return Caller(developer_id=owner.developer_id, key_id=owner.key_id, tier=owner.tier)
 
     async def _lookup(self, key_hash: bytes) -> KeyOwner | None:
-        now = trio.current_time()
         hit = self._cache.get(key_hash)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > trio.current_time():
             return hit[1]
-        owner = await select_key_owner(self._db, key_hash)
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[key_hash] = (now + self._ttl, owner)
-        return owner
+        # One query per key per expiry, however many requests arrive meanwhile: the others
+        # wait for it rather than stampeding the pool.
+        pending = self._pending.get(key_hash)
+        if pending is not None:
+            await pending.wait()
+            hit = self._cache.get(key_hash)
+            if hit is not None and hit[0] > trio.current_time():
+                return hit[1]
+        done = self._pending[key_hash] = trio.Event()
+        try:
+            owner = await select_key_owner(self._db, key_hash)
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[key_hash] = (trio.current_time() + self._ttl, owner)
+            return owner
+        finally:
+            del self._pending[key_hash]
+            done.set()
 
     def forget(self, key_hash: bytes) -> None:
         self._cache.pop(key_hash, None)

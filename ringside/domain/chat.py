@@ -94,6 +94,17 @@ def plan(svc: Services, req: ChatRequest) -> Attempts:
     return Attempts(resolve_all(svc.catalog, req.model, svc.slots))
 
 
+def customer_ref(header: str | None, user: str | None) -> str | None:
+    """The end-customer a call is attributed to: the ``FC-Customer`` header, else ``user``."""
+    ref = header if header is not None else user
+    if ref is None or ref == "":
+        return None
+    if len(ref) > 256:
+        param = "FC-Customer" if header is not None else "user"
+        raise InvalidRequest("A customer id is at most 256 characters.", param=param)
+    return ref
+
+
 def _counted_usage(req: ChatRequest, output_chars: int) -> TokenUsage:
     return TokenUsage(
         input=estimate_tokens(prompt_text_chars(req.body["messages"])),

@@ -226,3 +226,12 @@ async def test_every_response_has_a_request_id(gateway: RunningGateway) -> None:
         await gateway.http.post(CHAT, json=GOOD),
     ):
         assert r.headers["x-request-id"].startswith("req_")
+
+
+async def test_overlong_customer_id_is_400(gateway: RunningGateway) -> None:
+    key = await gateway.new_key()
+    r = await post(gateway, key, GOOD, headers={"FC-Customer": "c" * 257})
+    assert assert_envelope(r, 400, "invalid_request")["param"] == "FC-Customer"
+    r = await post(gateway, key, {**GOOD, "user": "u" * 257})
+    assert assert_envelope(r, 400, "invalid_request")["param"] == "user"
+    assert gateway.sim.chats() == []
