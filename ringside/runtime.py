@@ -9,8 +9,8 @@ import trio
 
 from ringside.catalog import Catalog, load_catalog
 from ringside.domain.auth import KeyAuthenticator
-from ringside.domain.modelrefs import resolve
 from ringside.domain.metering import Meter
+from ringside.domain.modelrefs import resolve
 from ringside.services import Services
 from ringside.settings import Settings
 from ringside.store.bridge import open_storage

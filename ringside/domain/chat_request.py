@@ -13,6 +13,7 @@ from typing import Any
 import fastjsonschema
 
 from ringside.errors import InvalidRequest
+from ringside.tokens import TokenUsage, estimate_tokens
 
 _TEXT_OR_PARTS = {
     "anyOf": [
@@ -129,6 +130,13 @@ class ChatRequest:
     stream: bool
     include_usage: bool  # did the client ask for the usage chunk?
     user: str | None
+
+    def counted_usage(self, output_chars: int) -> TokenUsage:
+        """Usage counted from text, for providers (or aborted streams) that report none."""
+        return TokenUsage(
+            input=estimate_tokens(prompt_text_chars(self.body["messages"])),
+            output=estimate_tokens(output_chars),
+        )
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:

@@ -1,0 +1,142 @@
+"""Relaying an upstream SSE stream to the client in OpenAI's exact framing, metering it once."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import httpx
+import orjson
+import trio
+
+from ringside.domain.chat_request import ChatRequest
+from ringside.domain.metering import CallContext, usage_event
+from ringside.domain.modelrefs import ResolvedModel
+from ringside.errors import RingsideError, UpstreamTimeout, UpstreamUnavailable
+from ringside.services import Services
+from ringside.tokens import TokenUsage
+from ringside.upstream import openai_compat
+
+# Called once when a stream ends: (outcome, http status, usage).
+Finished = Callable[[str, int, TokenUsage], None]
+
+
+class StreamRelay:
+    """Relays upstream SSE to the client in OpenAI's exact framing and meters the call once.
+
+    Quart calls ``aclose`` when the body ends or the client disconnects (the handler is then
+    cancelled, which aborts the upstream read); ``aclose`` records the usage seen so far.
+    """
+
+    def __init__(
+        self,
+        svc: Services,
+        ctx: CallContext,
+        req: ChatRequest,
+        target: ResolvedModel,
+        response: httpx.Response,
+        on_finish: Finished,
+    ) -> None:
+        self._svc = svc
+        self._ctx = ctx
+        self._req = req
+        self._target = target
+        self._response = response
+        self._on_finish = on_finish
+        self._events = openai_compat.sse_data(response.aiter_raw())
+        self._usage: TokenUsage | None = None
+        self._output_chars = 0
+        self._status: str | None = None  # set when the stream ended: "ok" or a failure
+        self._finished = False
+
+    def __aiter__(self) -> StreamRelay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._status is None:
+            with trio.move_on_after(self._svc.settings.stream_idle_timeout_s) as scope:
+                try:
+                    payloads = await anext(self._events, None)
+                except httpx.HTTPError:
+                    payloads = None
+            if scope.cancelled_caught:
+                return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
+            if payloads is None:
+                return self._fail(
+                    "upstream_error",
+                    UpstreamUnavailable("The provider ended the stream before it was complete."),
+                )
+            out = []
+            for payload in payloads:
+                if payload == b"[DONE]":
+                    self._status = "ok"
+                    out.append(b"data: [DONE]\n\n")
+                    break
+                if self._observe(payload):
+                    out.append(b"data: " + payload + b"\n\n")
+            if out:
+                return b"".join(out)
+        if self._status == "ok":
+            # Read the upstream body to its end so its connection goes back to the pool (a
+            # stream closed unread costs a new TCP connection on the next call).
+            with trio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
+                async for _ in self._events:
+                    pass
+        await self.aclose()
+        raise StopAsyncIteration
+
+    def _observe(self, payload: bytes) -> bool:
+        """Take usage and output size from a chunk; False for a chunk the client must not
+        see (the usage-only chunk it did not ask for)."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        choices = chunk.get("choices") or ()
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            self._output_chars += len(delta.get("content") or "")
+            for call in delta.get("tool_calls") or ():
+                self._output_chars += len((call.get("function") or {}).get("arguments") or "")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = TokenUsage.from_openai(usage)
+            return bool(choices) or self._req.include_usage
+        return True
+
+    def _fail(self, status: str, error: RingsideError) -> bytes:
+        self._status = status
+        self._finish(status, error.status)
+        body = error.envelope(self._ctx.request_id)
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def _finish(self, status: str, http_status: int) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._usage is not None:
+            usage, source = self._usage, "upstream"
+        else:
+            usage, source = self._req.counted_usage(self._output_chars), "counted"
+        self._svc.meter.record(
+            usage_event(
+                self._ctx,
+                self._target,
+                usage,
+                usage_source=source,
+                status=status,
+                http_status=http_status,
+            )
+        )
+        self._on_finish(status, http_status, usage)
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            # Not finished by [DONE] or by an upstream failure: the client went away.
+            ok = self._status == "ok"
+            self._finish("ok" if ok else "client_aborted", 200 if ok else 499)
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._response.aclose()
