@@ -93,6 +93,15 @@ async def test_sigterm_drains_open_streams_then_stops(
         with trio.fail_after(10):
             await gw.process.wait()
         assert gw.process.returncode == 0
+        # One structured line per request, never a key or a prompt.
+        text = gw.log_path.read_text()
+        assert dev["api_key"]["key"] not in text
+        assert "zebra" not in text
+        chat = [line for line in gw.log_lines() if line.get("path") == "/v1/chat/completions"]
+        assert len(chat) == 1
+        assert chat[0]["developer_id"] == dev["id"]
+        assert chat[0]["status"] == 200
+        assert chat[0]["output_tokens"] > 0
 
 
 async def test_sigterm_cuts_streams_longer_than_the_grace_period(

@@ -50,6 +50,14 @@ async def test_plain_completion_every_provider(gateway: RunningGateway, provider
     request_id = raw.headers["x-request-id"]
     validate(orjson.loads(raw.http_response.content), "CreateChatCompletionResponse")
 
+    sent = gateway.sim.chats(provider)[-1]
+    header = "api-key" if provider == "azure_openai" else "authorization"
+    if provider == "ollama":
+        assert header not in sent.headers  # no key configured, none sent
+    else:
+        expected = f"sk-{provider}-test"
+        assert sent.headers[header] in (expected, f"Bearer {expected}")
+
     event = await gateway.usage_event(request_id)
     assert event["provider"] == provider
     assert event["model_resolved"] == model
@@ -208,6 +216,26 @@ async def test_request_forwarding(gateway: RunningGateway) -> None:
     assert sent.headers["authorization"] == "Bearer sk-openai-test"
     assert key not in str(sent.headers)
     assert key not in sent.body.decode()
+
+
+async def test_n_logprobs_and_user_attribution(gateway: RunningGateway) -> None:
+    client = gateway.openai(await gateway.new_key())
+    raw = await client.chat.completions.with_raw_response.create(
+        model="fc:openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "two words"}],
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        user="end-user-7",
+    )
+    completion = raw.parse()
+    assert [c.index for c in completion.choices] == [0, 1]
+    tokens = completion.choices[1].logprobs.content
+    assert [t.token for t in tokens] == ["Echo:", " two", " words"]
+    assert len(tokens[0].top_logprobs) == 2
+    validate(orjson.loads(raw.http_response.content), "CreateChatCompletionResponse")
+    event = await gateway.usage_event(raw.headers["x-request-id"])
+    assert event["customer_ref"] == "end-user-7"
 
 
 async def test_azure_deployment_url_and_api_key_header(gateway: RunningGateway) -> None:

@@ -1,0 +1,56 @@
+"""Each provider's real default base URL and auth, and the environment overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringside.upstream.providers import PROVIDERS, Wire, provider_configs
+
+REAL_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "fireworks": "https://api.fireworks.ai/inference/v1",
+    "perplexity": "https://api.perplexity.ai",
+    "deepseek": "https://api.deepseek.com",
+    "xai": "https://api.x.ai/v1",
+    "cerebras": "https://api.cerebras.ai/v1",
+    "sambanova": "https://api.sambanova.ai/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "ollama": "http://localhost:11434/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "huggingface": "https://router.huggingface.co/v1",
+}
+
+
+def test_nineteen_providers() -> None:
+    assert len(PROVIDERS) == 19
+
+
+@pytest.mark.parametrize(("name", "url"), REAL_BASE_URLS.items())
+def test_real_default_base_urls(name: str, url: str) -> None:
+    cfg = provider_configs({})[name]
+    assert cfg.base_url == url
+    assert cfg.spec.wire is Wire.OPENAI
+    assert not cfg.configured or name == "ollama"  # no key, not usable (ollama needs none)
+
+
+def test_azure_needs_its_resource_url_and_uses_api_versions() -> None:
+    cfg = provider_configs({})["azure_openai"]
+    assert cfg.base_url == ""
+    assert not cfg.configured
+    cfg = provider_configs(
+        {
+            "AZURE_OPENAI_BASE_URL": "https://acme.openai.azure.com/",
+            "AZURE_OPENAI_API_KEY": "k",
+            "AZURE_OPENAI_API_VERSION": "2025-01-01-preview",
+        }
+    )["azure_openai"]
+    assert cfg.base_url == "https://acme.openai.azure.com"
+    assert cfg.api_version == "2025-01-01-preview"
+    assert cfg.configured
+
+
+def test_key_pools_rotate() -> None:
+    cfg = provider_configs({"GROQ_API_KEY": "a, b,,c"})["groq"]
+    assert [cfg.keys.next_key() for _ in range(4)] == ["a", "b", "c", "a"]
