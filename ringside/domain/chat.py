@@ -180,7 +180,12 @@ async def open_stream(
         try:
             cfg = _provider(svc, target)
             request = openai_compat.build_chat_request(
-                svc.http, cfg, target.model.model, req.body, True
+                svc.http,
+                cfg,
+                target.model.model,
+                req.body,
+                True,
+                idle_timeout_s=svc.settings.stream_idle_timeout_s,
             )
             with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
                 response = await openai_compat.open_chat_stream(svc.http, cfg.spec.name, request)

@@ -54,13 +54,12 @@ class StreamRelay:
 
     async def __anext__(self) -> bytes:
         while self._status is None:
-            with trio.move_on_after(self._svc.settings.stream_idle_timeout_s) as scope:
-                try:
-                    payloads = await anext(self._events, None)
-                except httpx.HTTPError:
-                    payloads = None
-            if scope.cancelled_caught:
+            try:
+                payloads = await anext(self._events, None)
+            except httpx.TimeoutException:  # the idle timeout: see build_chat_request
                 return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
+            except httpx.HTTPError:
+                payloads = None
             if payloads is None:
                 return self._fail(
                     "upstream_error",

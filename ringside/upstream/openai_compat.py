@@ -53,8 +53,17 @@ def auth_headers(cfg: ProviderConfig) -> dict[str, str]:
 
 
 def build_chat_request(
-    client: httpx.AsyncClient, cfg: ProviderConfig, model: str, body: dict[str, Any], stream: bool
+    client: httpx.AsyncClient,
+    cfg: ProviderConfig,
+    model: str,
+    body: dict[str, Any],
+    stream: bool,
+    *,
+    idle_timeout_s: float | None = None,
 ) -> httpx.Request:
+    """The upstream request. ``idle_timeout_s`` bounds each network read of a stream: httpcore
+    already opens a cancel scope around every read, so the deadline rides on it rather than on
+    a second scope per chunk of ours."""
     if not cfg.base_url:
         raise NoActiveProviderKeys(
             f"Provider {cfg.spec.name!r} has no base URL (set {cfg.spec.name.upper()}_BASE_URL)."
@@ -68,8 +77,13 @@ def build_chat_request(
     headers = auth_headers(cfg)
     headers["content-type"] = _JSON
     headers["accept"] = "text/event-stream" if stream else _JSON
+    timeout = httpx.Timeout(None, connect=10.0, read=idle_timeout_s)
     return client.build_request(
-        "POST", chat_url(cfg, model), content=orjson.dumps(upstream_body), headers=headers
+        "POST",
+        chat_url(cfg, model),
+        content=orjson.dumps(upstream_body),
+        headers=headers,
+        timeout=timeout,
     )
 
 
