@@ -94,9 +94,9 @@ def customer_ref(header: str | None, user: str | None) -> str | None:
     ref = header if header is not None else user
     if ref is None or ref == "":
         return None
-    if len(ref) > 256:
+    if len(ref) > 256 or not ref.isprintable():
         param = "FC-Customer" if header is not None else "user"
-        raise InvalidRequest("A customer id is at most 256 characters.", param=param)
+        raise InvalidRequest("A customer id is 1 to 256 printable characters.", param=param)
     return ref
 
 

@@ -51,8 +51,10 @@ def parse_developer_spec(body: Any) -> tuple[str, str]:
         raise InvalidRequest("The request body must be a JSON object.")
     name = body.get("name")
     tier = body.get("tier", "developer")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
-        raise InvalidRequest("'name' must be a string of 1 to 200 characters.", param="name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200 or not name.isprintable():
+        raise InvalidRequest(
+            "'name' must be a string of 1 to 200 printable characters.", param="name"
+        )
     if tier not in TIERS:
         raise InvalidRequest(f"'tier' must be one of {', '.join(TIERS)}.", param="tier")
     return name.strip(), tier
@@ -64,8 +66,12 @@ def parse_key_name(body: Any) -> str | None:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200):
-        raise InvalidRequest("'name' must be a string of at most 200 characters.", param="name")
+    if name is not None and (
+        not isinstance(name, str) or len(name) > 200 or not name.isprintable()
+    ):
+        raise InvalidRequest(
+            "'name' must be a string of at most 200 printable characters.", param="name"
+        )
     return name
 
 

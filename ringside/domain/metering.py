@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import trio
 
 from ringside.domain.modelrefs import ResolvedModel
-from ringside.store.bridge import Database, PostgresError
+from ringside.store.bridge import TRANSIENT_ERRORS, Database, InterfaceError, PostgresError
 from ringside.store.usage import UsageEventRow, insert_usage_events
 from ringside.tokens import TokenUsage
 
@@ -121,14 +121,15 @@ class Meter:
 
 
 async def _write(db: Database, batch: Sequence[UsageEventRow]) -> None:
-    """Write a batch, retrying until PostgreSQL takes it: usage is money, so it is never
-    dropped while the process lives."""
+    """Write a batch. While PostgreSQL is unreachable, retry until it takes it: usage is money,
+    so it is never dropped while the process lives. A batch the database refuses (a bad row)
+    is written row by row, so one bad row costs only itself, and is logged."""
     attempt = 0
     while True:
         try:
             await insert_usage_events(db, batch)
             return
-        except (PostgresError, OSError) as exc:
+        except TRANSIENT_ERRORS as exc:
             delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
             attempt += 1
             log.warning(
@@ -139,3 +140,10 @@ async def _write(db: Database, batch: Sequence[UsageEventRow]) -> None:
                 delay,
             )
             await trio.sleep(delay)
+        except (PostgresError, InterfaceError) as exc:
+            if len(batch) > 1:
+                for event in batch:
+                    await _write(db, [event])
+                return
+            log.error("usage event refused, request_id=%s: %s", batch[0].request_id, exc)
+            return

@@ -18,6 +18,7 @@ _MATCH = re.compile(
     r"^(?P<provider>[a-z0-9_]+)/(?P<family>[a-z0-9][a-z0-9.-]*?)"
     r"(?:(?P<op>>=|<=|==|=|>|<)(?P<version>\d+(?:\.\d+)*))?$"
 )
+_LOCAL_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _SLOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OPS: Mapping[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
     ">=": operator.ge,
@@ -84,7 +85,7 @@ def _direct(catalog: Catalog, body: str, requested: str) -> ModelInfo:
     info = catalog.get(provider, model)
     if info is not None:
         return info
-    if provider == "ollama":
+    if provider == "ollama" and _LOCAL_MODEL.match(model):
         # Local models are free and open-ended: any model the Ollama server has will do.
         return ModelInfo(
             provider,

@@ -24,6 +24,14 @@ T = TypeVar("T")
 Record: TypeAlias = asyncpg.Record
 UniqueViolation = asyncpg.UniqueViolationError
 PostgresError = asyncpg.PostgresError
+InterfaceError = asyncpg.InterfaceError
+# Failures that say nothing about the data: the same statement may succeed later.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
 
 
 class Conn:

@@ -235,3 +235,14 @@ async def test_overlong_customer_id_is_400(gateway: RunningGateway) -> None:
     r = await post(gateway, key, {**GOOD, "user": "u" * 257})
     assert assert_envelope(r, 400, "invalid_request")["param"] == "user"
     assert gateway.sim.chats() == []
+
+
+async def test_control_characters_are_refused(gateway: RunningGateway) -> None:
+    key = await gateway.new_key()
+    r = await post(gateway, key, {**GOOD, "user": "a\x00b"})
+    assert assert_envelope(r, 400, "invalid_request")["param"] == "user"
+    r = await post(gateway, key, {**GOOD, "model": "fc:ollama/llama\x00"})
+    assert_envelope(r, 400, "invalid_model_ref")
+    r = await gateway.admin("POST", "/developers", json={"name": "nul\x00"})
+    assert_envelope(r, 400, "invalid_request")
+    assert gateway.sim.chats() == []
