@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _count(obj: Any, key: str) -> int:
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 @dataclass(frozen=True)
 class TokenUsage:
     """``input`` includes ``cached_input``; ``output`` includes ``reasoning`` (OpenAI's way)."""
@@ -18,13 +23,14 @@ class TokenUsage:
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> TokenUsage:
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        """From an OpenAI ``usage`` object; anything that is not a count reads as 0."""
+        prompt_details = usage.get("prompt_tokens_details")
+        completion_details = usage.get("completion_tokens_details")
         return cls(
-            input=int(usage.get("prompt_tokens") or 0),
-            cached_input=int(prompt_details.get("cached_tokens") or 0),
-            output=int(usage.get("completion_tokens") or 0),
-            reasoning=int(completion_details.get("reasoning_tokens") or 0),
+            input=_count(usage, "prompt_tokens"),
+            cached_input=_count(prompt_details, "cached_tokens"),
+            output=_count(usage, "completion_tokens"),
+            reasoning=_count(completion_details, "reasoning_tokens"),
         )
 
     @property

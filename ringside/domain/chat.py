@@ -7,7 +7,6 @@ timeout, or a client that went away (``client_aborted``, with whatever usage was
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -100,16 +99,6 @@ def customer_ref(header: str | None, user: str | None) -> str | None:
     return ref
 
 
-def _reply_chars(data: dict[str, Any]) -> int:
-    total = 0
-    for choice in data.get("choices") or ():
-        message = choice.get("message") or {}
-        total += len(message.get("content") or "")
-        for call in message.get("tool_calls") or ():
-            total += len((call.get("function") or {}).get("arguments") or "")
-    return total
-
-
 async def complete(
     svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts
 ) -> Completion:
@@ -132,7 +121,12 @@ async def complete(
             if isinstance(raw_usage, dict):
                 usage, source = TokenUsage.from_openai(raw_usage), "upstream"
             else:
-                usage, source = req.counted_usage(_reply_chars(reply.data)), "counted"
+                usage, source = (
+                    req.counted_usage(
+                        openai_compat.choices_text_chars(reply.data.get("choices"), "message")
+                    ),
+                    "counted",
+                )
             svc.meter.record(
                 usage_event(ctx, target, usage, usage_source=source, status="ok", http_status=200)
             )

@@ -23,7 +23,7 @@ _TEXT_OR_PARTS = {
             "items": {
                 "type": "object",
                 "required": ["type"],
-                "properties": {"type": {"type": "string"}},
+                "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
             },
         },
         {"type": "null"},

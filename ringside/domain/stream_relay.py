@@ -93,12 +93,8 @@ class StreamRelay:
             return True
         if not isinstance(chunk, dict):
             return True
-        choices = chunk.get("choices") or ()
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            self._output_chars += len(delta.get("content") or "")
-            for call in delta.get("tool_calls") or ():
-                self._output_chars += len((call.get("function") or {}).get("arguments") or "")
+        choices = chunk.get("choices")
+        self._output_chars += openai_compat.choices_text_chars(choices, "delta")
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = TokenUsage.from_openai(usage)

@@ -129,6 +129,27 @@ def transport_error(provider: str, exc: httpx.HTTPError) -> RingsideError:
     return UpstreamUnavailable(f"{provider} could not be reached: {type(exc).__name__}.")
 
 
+def _text_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
+
+
+def choices_text_chars(choices: Any, part: str) -> int:
+    """Characters of text and tool-call arguments in ``choices[*][part]`` (``message`` in a
+    reply, ``delta`` in a chunk); whatever the provider sent, malformed parts count as 0."""
+    total = 0
+    for choice in choices if isinstance(choices, list) else ():
+        body = choice.get(part) if isinstance(choice, dict) else None
+        if not isinstance(body, dict):
+            continue
+        total += _text_len(body.get("content"))
+        calls = body.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                total += _text_len(function.get("arguments"))
+    return total
+
+
 @dataclass(frozen=True)
 class JsonReply:
     body: bytes

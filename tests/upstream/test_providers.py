@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ringside.tokens import TokenUsage
+from ringside.upstream.openai_compat import choices_text_chars
 from ringside.upstream.providers import PROVIDERS, Wire, provider_configs
 
 REAL_BASE_URLS = {
@@ -54,3 +56,23 @@ def test_azure_needs_its_resource_url_and_uses_api_versions() -> None:
 def test_key_pools_rotate() -> None:
     cfg = provider_configs({"GROQ_API_KEY": "a, b,,c"})["groq"]
     assert [cfg.keys.next_key() for _ in range(4)] == ["a", "b", "c", "a"]
+
+
+def test_usage_and_text_counting_tolerate_malformed_upstream_bodies() -> None:
+    assert TokenUsage.from_openai(
+        {
+            "prompt_tokens": "7",
+            "completion_tokens": -1,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        }
+    ) == (TokenUsage(input=0, cached_input=0, output=0, reasoning=3))
+    weird = [
+        None,
+        "x",
+        {"message": "x"},
+        {"message": {"content": 5, "tool_calls": "no"}},
+        {"message": {"content": "abc", "tool_calls": [None, {"function": {"arguments": "{}"}}]}},
+    ]
+    assert choices_text_chars(weird, "message") == 5
+    assert choices_text_chars("not a list", "delta") == 0
