@@ -43,7 +43,8 @@ class StreamRelay:
         self._target = target
         self._response = response
         self._on_finish = on_finish
-        self._events = openai_compat.sse_data(response.aiter_raw())
+        self._reads = response.aiter_raw()
+        self._decoder = openai_compat.SSEDecoder()
         self._usage: TokenUsage | None = None
         self._output_chars = 0
         self._status: str | None = None  # set when the stream ended: "ok" or a failure
@@ -55,18 +56,18 @@ class StreamRelay:
     async def __anext__(self) -> bytes:
         while self._status is None:
             try:
-                payloads = await anext(self._events, None)
+                chunk = await anext(self._reads, None)
             except httpx.TimeoutException:  # the idle timeout: see build_chat_request
                 return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
             except httpx.HTTPError:
-                payloads = None
-            if payloads is None:
+                chunk = None
+            if chunk is None:
                 return self._fail(
                     "upstream_error",
                     UpstreamUnavailable("The provider ended the stream before it was complete."),
                 )
             out = []
-            for payload in payloads:
+            for payload in self._decoder.feed(chunk):
                 if payload == b"[DONE]":
                     self._status = "ok"
                     out.append(b"data: [DONE]\n\n")
@@ -79,7 +80,7 @@ class StreamRelay:
             # Read the upstream body to its end so its connection goes back to the pool (a
             # stream closed unread costs a new TCP connection on the next call).
             with trio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
-                async for _ in self._events:
+                async for _ in self._reads:
                     pass
         await self.aclose()
         raise StopAsyncIteration
@@ -133,5 +134,5 @@ class StreamRelay:
             ok = self._status == "ok"
             self._finish("ok" if ok else "client_aborted", 200 if ok else 499)
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._reads.aclose()  # type: ignore[attr-defined]
             await self._response.aclose()

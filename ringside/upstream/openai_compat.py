@@ -8,7 +8,6 @@ through untouched. Provider keys go only to their own provider; the gateway key 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,14 +192,19 @@ async def open_chat_stream(
     return response
 
 
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
-    """Yield, per upstream read, the ``data`` payloads of the server-sent events it completed,
-    whatever the upstream's line endings; comments (keep-alives) and other fields are dropped.
-    Batching by read keeps the relay to one write per read instead of one per event."""
-    buffer = b""
-    async for chunk in chunks:
-        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        *blocks, buffer = buffer.split(b"\n\n")
+class SSEDecoder:
+    """Incremental server-sent-events decoder: ``feed`` takes the bytes of one upstream read and
+    returns the ``data`` payloads of the events it completed, whatever the upstream's line
+    endings; comments (keep-alives) and other fields are dropped. Synchronous, so the relay
+    adds no async layer per read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        *blocks, self._buffer = (self._buffer + chunk).split(b"\n\n")
         payloads = []
         for block in blocks:
             data = [
@@ -210,5 +214,4 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
             ]
             if data:
                 payloads.append(b"\n".join(data))
-        if payloads:
-            yield payloads
+        return payloads

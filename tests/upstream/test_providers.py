@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ringside.tokens import TokenUsage
-from ringside.upstream.openai_compat import choices_text_chars
+from ringside.upstream.openai_compat import SSEDecoder, choices_text_chars
 from ringside.upstream.providers import PROVIDERS, Wire, provider_configs
 
 REAL_BASE_URLS = {
@@ -76,3 +76,14 @@ def test_usage_and_text_counting_tolerate_malformed_upstream_bodies() -> None:
     ]
     assert choices_text_chars(weird, "message") == 5
     assert choices_text_chars("not a list", "delta") == 0
+
+
+def test_sse_decoder_handles_split_reads_crlf_and_comments() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a"') == []
+    assert decoder.feed(b':1}\n\n: keep-alive\n\ndata:{"b":2}\r\n\r\nevent: x\ndata: [DO') == [
+        b'{"a":1}',
+        b'{"b":2}',
+    ]
+    assert decoder.feed(b"NE]\n\n") == [b"[DONE]"]
+    assert decoder.feed(b"data: line one\ndata: line two\n\n") == [b"line one\nline two"]
