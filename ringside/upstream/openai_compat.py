@@ -202,9 +202,10 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        *blocks, self._buffer = (self._buffer + chunk).split(b"\n\n")
+        data = self._buffer + chunk
+        if b"\r" in data:  # CRLF framing, possibly split across reads
+            data = data.replace(b"\r\n", b"\n")
+        *blocks, self._buffer = data.split(b"\n\n")
         payloads = []
         for block in blocks:
             data = [

@@ -87,3 +87,10 @@ def test_sse_decoder_handles_split_reads_crlf_and_comments() -> None:
     ]
     assert decoder.feed(b"NE]\n\n") == [b"[DONE]"]
     assert decoder.feed(b"data: line one\ndata: line two\n\n") == [b"line one\nline two"]
+
+
+def test_sse_decoder_crlf_split_between_reads() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: x\r") == []
+    assert decoder.feed(b"\n\r") == []
+    assert decoder.feed(b"\ndata: y\r\n\r\n") == [b"x", b"y"]
