@@ -6,7 +6,7 @@ import trio
 from quart import Blueprint, Response
 
 from ringside.api.common import json_response, services
-from ringside.store.bridge import PostgresError
+from ringside.store.bridge import PostgresError, RedisError
 
 health_bp = Blueprint("health", __name__)
 
@@ -30,7 +30,7 @@ async def readyz() -> Response:
         try:
             await svc.cache.ping()
             checks["redis"] = "ok"
-        except (OSError, ConnectionError) as exc:
+        except (OSError, RedisError) as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
     checks.setdefault("postgres", "timeout")
     checks.setdefault("redis", "timeout")

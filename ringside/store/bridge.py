@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 import trio
 import trio_asyncio
 
@@ -25,6 +26,7 @@ Record: TypeAlias = asyncpg.Record
 UniqueViolation = asyncpg.UniqueViolationError
 PostgresError = asyncpg.PostgresError
 InterfaceError = asyncpg.InterfaceError
+RedisError = redis.exceptions.RedisError
 # Failures that say nothing about the data: the same statement may succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,

@@ -8,6 +8,7 @@ through untouched. Provider keys go only to their own provider; the gateway key 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +29,18 @@ from ringside.upstream.providers import ProviderConfig, Wire
 _JSON = "application/json"
 
 
-def chat_url(cfg: ProviderConfig, model: str) -> str:
-    if cfg.spec.wire is Wire.AZURE:
-        return (
-            f"{cfg.base_url}/openai/deployments/{model}/chat/completions"
-            f"?api-version={cfg.api_version}"
+def chat_url(cfg: ProviderConfig, model: str) -> httpx.URL:
+    return _chat_url(cfg.base_url, cfg.spec.wire is Wire.AZURE, cfg.api_version, model)
+
+
+@functools.lru_cache(maxsize=4096)
+def _chat_url(base_url: str, azure: bool, api_version: str | None, model: str) -> httpx.URL:
+    # Parsed once: httpx takes a third of a request's gateway overhead parsing a str URL.
+    if azure:
+        return httpx.URL(
+            f"{base_url}/openai/deployments/{model}/chat/completions?api-version={api_version}"
         )
-    return f"{cfg.base_url}/chat/completions"
+    return httpx.URL(f"{base_url}/chat/completions")
 
 
 def auth_headers(cfg: ProviderConfig) -> dict[str, str]:
@@ -202,10 +208,10 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        data = self._buffer + chunk
-        if b"\r" in data:  # CRLF framing, possibly split across reads
-            data = data.replace(b"\r\n", b"\n")
-        *blocks, self._buffer = data.split(b"\n\n")
+        pending = self._buffer + chunk
+        if b"\r" in pending:  # CRLF framing, possibly split across reads
+            pending = pending.replace(b"\r\n", b"\n")
+        *blocks, self._buffer = pending.split(b"\n\n")
         payloads = []
         for block in blocks:
             data = [
