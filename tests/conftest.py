@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ringside.settings import Settings
 from ringside.store.bridge import open_storage
 from ringside.store.embedded import EmbeddedServers, start_postgres, start_redis
 from ringside.store.migrations import apply_migrations
@@ -91,6 +92,21 @@ async def database_url(server_url: str, template_url: str, redis_url: str) -> As
         finally:
             with trio.CancelScope(shield=True):
                 await db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def env_settings(database_url: str, redis_url: str, data_dir: Path, **env: str) -> Settings:
+    """Settings as the environment would give them, on the test's storage."""
+    base = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RINGSIDE_DATA_DIR": str(data_dir),
+    }
+    return Settings.from_env({**base, **env})
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return env_settings(database_url, redis_url, tmp_path)
 
 
 @pytest.fixture

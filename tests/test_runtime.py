@@ -9,6 +9,7 @@ import pytest
 from ringside.errors import InvalidModelRef
 from ringside.runtime import open_services
 from ringside.settings import Settings
+from tests.conftest import env_settings
 
 
 async def test_a_slot_naming_an_unknown_model_fails_the_start(
@@ -16,25 +17,13 @@ async def test_a_slot_naming_an_unknown_model_fails_the_start(
 ) -> None:
     config = tmp_path / "ringside.toml"
     config.write_text('[slots]\nfast = ["fc:openai/gpt-4o-mini", "fc:openai/no-such-model"]\n')
-    settings = Settings.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "RINGSIDE_CONFIG": str(config),
-            "RINGSIDE_DATA_DIR": str(tmp_path),
-        }
-    )
+    settings = env_settings(database_url, redis_url, tmp_path, RINGSIDE_CONFIG=str(config))
     with pytest.raises(InvalidModelRef, match="no-such-model"):
         async with open_services(settings):
             pass
 
 
-async def test_services_open_migrate_and_close(
-    database_url: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = Settings.from_env(
-        {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "RINGSIDE_DATA_DIR": str(tmp_path)}
-    )
+async def test_services_open_migrate_and_close(settings: Settings) -> None:
     async with open_services(settings) as svc:
         assert await svc.db.fetchval("SELECT count(*) FROM schema_migration") >= 1
         assert await svc.cache.ping()

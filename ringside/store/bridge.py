@@ -9,7 +9,7 @@ call passes ``loop=`` explicitly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
@@ -36,63 +36,45 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Conn:
-    """One PostgreSQL connection, bridged; query modules take this as their first argument."""
+class _Queries:
+    """The query methods, bridged onto the loop; ``_target`` is a pool or one connection."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: Any) -> None:
         self._loop = loop
-        self._conn = conn
+        self._target = target
 
     def _bridge(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        return cast(list[Record], await self._bridge(self._conn.fetch)(query, *args))
+        return cast(list[Record], await self._bridge(self._target.fetch)(query, *args))
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        return cast(Record | None, await self._bridge(self._conn.fetchrow)(query, *args))
+        return cast(Record | None, await self._bridge(self._target.fetchrow)(query, *args))
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._bridge(self._conn.fetchval)(query, *args)
+        return await self._bridge(self._target.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return cast(str, await self._bridge(self._conn.execute)(query, *args))
-
-    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
-        await self._bridge(self._conn.executemany)(query, args)
+        return cast(str, await self._bridge(self._target.execute)(query, *args))
 
 
-class Database:
+class Conn(_Queries):
+    """One PostgreSQL connection, bridged; query modules take this as their first argument."""
+
+
+class Database(_Queries):
     """The PostgreSQL pool. ``db.fetch(...)`` runs on any pooled connection;
     ``async with db.transaction() as conn`` scopes a transaction (owned by the domain layer)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool) -> None:
-        self._loop = loop
-        self._pool = pool
-
-    def _bridge(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        return trio_asyncio.aio_as_trio(fn, loop=self._loop)  # type: ignore[no-any-return]
-
-    async def fetch(self, query: str, *args: Any) -> list[Record]:
-        return cast(list[Record], await self._bridge(self._pool.fetch)(query, *args))
-
-    async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        return cast(Record | None, await self._bridge(self._pool.fetchrow)(query, *args))
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._bridge(self._pool.fetchval)(query, *args)
-
-    async def execute(self, query: str, *args: Any) -> str:
-        return cast(str, await self._bridge(self._pool.execute)(query, *args))
-
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        raw = await self._bridge(self._pool.acquire)()
+        raw = await self._bridge(self._target.acquire)()
         try:
             yield Conn(self._loop, raw)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._bridge(self._pool.release)(raw)
+                await self._bridge(self._target.release)(raw)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:

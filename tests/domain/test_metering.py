@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import trio
 
@@ -25,12 +24,7 @@ def event(request_id: str, developer_id: str, key_id: str) -> UsageEventRow:
     )  # fmt: skip
 
 
-async def test_a_refused_row_costs_only_itself(
-    database_url: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = Settings.from_env(
-        {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "RINGSIDE_DATA_DIR": str(tmp_path)}
-    )
+async def test_a_refused_row_costs_only_itself(settings: Settings) -> None:
     async with open_services(settings) as svc:
         dev, key = await create_developer(svc.db, "meter", "developer")
         good = event("req_good_1", dev.id, key.row.id)
