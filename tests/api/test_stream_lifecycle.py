@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import openai
+import pytest
 import trio
 
 from tests.gateway import RunningGateway, open_gateway
@@ -151,3 +153,27 @@ async def test_all_models_failing_is_503_and_metered_once(
         assert event["status"] == "upstream_error"
         count = await gw.services.db.fetchval("SELECT count(*) FROM usage_event")
         assert count == 1
+
+
+async def test_provider_dropping_a_stream_surfaces_as_an_sdk_error(
+    gateway: RunningGateway,
+) -> None:
+    client = gateway.openai(await gateway.new_key())
+    raw = await client.chat.completions.with_raw_response.create(
+        model="fc:openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": 'a b c d e f #sim{"stream_error_after": 2}'}],
+        stream=True,
+    )
+    seen: list[str] = []
+
+    async def read_all() -> None:
+        async for chunk in raw.parse():
+            seen.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError, match="ended the stream before it was complete"):
+        await read_all()
+    assert "".join(seen).startswith("Echo:")
+    event = await gateway.usage_event(raw.headers["x-request-id"])
+    assert event["status"] == "upstream_error"
+    assert event["usage_source"] == "counted"
+    assert event["output_tokens"] > 0
