@@ -6,13 +6,12 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from ringside.upstream.providers import PROVIDERS, ProviderConfig, provider_configs
+from ringside.upstream.providers import ProviderConfig, provider_configs
 
 _REPO_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -50,15 +49,13 @@ class Settings:
     providers: Mapping[str, ProviderConfig]
     catalog_path: Path | None = None
     slots: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # Deadlines live in the domain (trio.fail_after), not in the HTTP client.
+    # The call deadline is a trio scope in the domain; the stream idle timeout bounds each
+    # upstream read (httpx read timeout, on the scope httpcore opens per read anyway).
     upstream_timeout_s: float = 600.0
     stream_idle_timeout_s: float = 120.0
     key_cache_ttl_s: float = 0.5
     max_body_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
-    markup: Mapping[str, Decimal] = field(
-        default_factory=lambda: {"developer": Decimal("0.10"), "pro": Decimal("0.06")}
-    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +80,3 @@ class Settings:
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
             shutdown_grace_s=_float(env, "RINGSIDE_SHUTDOWN_GRACE_SECONDS", 10.0),
         )
-
-
-__all__ = ["PROVIDERS", "Settings"]
