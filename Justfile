@@ -20,7 +20,7 @@ migrate:
 
 # Run the gateway: Hypercorn with Trio workers, draining streams for up to 10 s on SIGTERM.
 serve:
-    hypercorn -k trio --bind {{host}}:{{port}} --workers {{workers}} --graceful-timeout 10 ringside:app
+    exec hypercorn -k trio --bind {{host}}:{{port}} --workers {{workers}} --graceful-timeout 10 ringside:app
 
 # Run a background worker (python -m workers NAME); lists them without a name.
 worker *names:
