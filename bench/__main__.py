@@ -1,5 +1,5 @@
-"""``python -m bench [--quick | --duration S] [--streams N]``: run the benchmark, print the
-table and write ``bench/results/latest.json``."""
+"""``python -m bench [--quick | --duration S] [--streams N] [--rounds R]``: run the benchmark,
+print the table and write ``bench/results/latest.json``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
     parser.add_argument("--quick", action="store_true", help="3 s per cell")
     parser.add_argument("--streams", type=int, default=1000, help="streams for the memory probe")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every cell, report medians (noisy machines)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -34,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
-    opts = Options(duration=3.0 if args.quick else args.duration, streams=args.streams)
+    opts = Options(
+        duration=3.0 if args.quick else args.duration,
+        streams=args.streams,
+        rounds=max(1, args.rounds),
+    )
     workdir = Path(tempfile.mkdtemp(prefix="ringside-bench-"))
     try:
         results = run(opts, workdir)

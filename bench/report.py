@@ -62,7 +62,8 @@ def _mem(sample: dict[str, float]) -> str:
 def render(results: dict[str, Any]) -> str:
     cpus = os.cpu_count()
     lines = [
-        f"Ringside benchmark  127.0.0.1, {cpus} CPUs, wrk, {results['duration_s']:g}s per cell,"
+        f"Ringside benchmark  127.0.0.1, {cpus} CPUs, wrk, {results['duration_s']:g}s per cell"
+        f" x {results['rounds']} round(s), medians,"
         f" gateway model {results['model']} ({results['gateway_app']})",
         "",
         f"{'target':<9}{'mode':<8}{'conc':>5}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}"

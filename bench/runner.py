@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ PROMPT = "Summarise the quarterly report in three short bullet points for the te
 class Options:
     duration: float
     streams: int
+    rounds: int = 1
     warmup: float = 1.0
 
 
@@ -153,23 +155,41 @@ def load_cells(targets: list[Target], opts: Options, workdir: Path) -> list[dict
         for t in targets:  # warm caches, pools and connections
             run_wrk(t.url, scripts[t.name], 16, opts.warmup)
         for conc in CONCURRENCY:
+            runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+            # Rounds alternate the targets, so slow spells of the machine hit them alike.
+            for _ in range(opts.rounds):
+                for t in targets:
+                    runs[t.name].append(_measure(t, scripts[t.name], conc, opts.duration))
             for t in targets:
-                before = cpu_seconds(t.pid)
-                result = run_wrk(t.url, scripts[t.name], conc, opts.duration)
-                cpu_ms = 1000 * (cpu_seconds(t.pid) - before) / max(result.requests, 1)
-                cells.append({"target": t.name, "mode": mode, "concurrency": conc,
-                              **asdict(result), "errors": result.errors,
-                              "cpu_ms_per_request": round(cpu_ms, 3)})  # fmt: skip
+                cell = _median_cell(runs[t.name])
+                cells.append({"target": t.name, "mode": mode, "concurrency": conc, **cell})
                 print(
-                    f"  {t.name:<8} {mode:<6} c={conc:<3} {result.rps:>9.1f} req/s"
-                    f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
-                    f"  cpu {cpu_ms:.2f} ms/req"
-                    + (f"  ERRORS {result.errors}" if result.errors else ""),
+                    f"  {t.name:<8} {mode:<6} c={conc:<3} {cell['rps']:>9.1f} req/s"
+                    f"  p50 {cell['p50_ms']:.2f} ms  p99 {cell['p99_ms']:.2f} ms"
+                    f"  cpu {cell['cpu_ms_per_request']:.2f} ms/req"
+                    + (f"  ERRORS {cell['errors']}" if cell["errors"] else ""),
                     file=sys.stderr,
                     flush=True,
                 )
     order = {t.name: i for i, t in enumerate(targets)}
     return sorted(cells, key=lambda c: (order[c["target"]], MODES.index(c["mode"])))
+
+
+def _measure(t: Target, script: Path, conc: int, duration: float) -> dict[str, Any]:
+    before = cpu_seconds(t.pid)
+    result = run_wrk(t.url, script, conc, duration)
+    cpu_ms = 1000 * (cpu_seconds(t.pid) - before) / max(result.requests, 1)
+    return {**asdict(result), "errors": result.errors, "cpu_ms_per_request": round(cpu_ms, 3)}
+
+
+def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the rounds' rates, latencies and CPU; requests and errors are summed."""
+    cell = {k: statistics.median(r[k] for r in runs)
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}  # fmt: skip
+    for k in ("requests", "non_2xx", "socket_errors", "errors"):
+        cell[k] = sum(r[k] for r in runs)
+    cell["rounds"] = len(runs)
+    return cell
 
 
 def memory(master: int) -> dict[str, float]:
@@ -203,6 +223,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             "notes": [],
             "model": gateway.model,
             "duration_s": opts.duration,
+            "rounds": opts.rounds,
             "cells": cells,
             "memory": {"idle_start": idle_start, "idle_after_load": idle_loaded,
                        "streams": asdict(probe), "after_streams": after},
