@@ -83,9 +83,6 @@ class KeyAuthenticator:
             del self._pending[key_hash]
             done.set()
 
-    def forget(self, key_hash: bytes) -> None:
-        self._cache.pop(key_hash, None)
-
     def forget_all(self) -> None:
         self._cache.clear()
 

@@ -6,8 +6,11 @@ timeout, or a client that went away (``client_aborted``, with whatever usage was
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import httpx
 import trio
 
 from ringside.domain.chat_request import ChatRequest
@@ -27,6 +30,8 @@ from ringside.services import Services
 from ringside.tokens import TokenUsage
 from ringside.upstream import openai_compat
 from ringside.upstream.providers import ProviderConfig, Wire
+
+T = TypeVar("T")
 
 # Errors after which a cascade moves on to its next model.
 _FALLBACK_ON = (
@@ -103,51 +108,69 @@ async def complete(
     svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts
 ) -> Completion:
     """Non-streaming completion, walking the cascade on provider failures."""
-    recorded = False
-    usage, status, http_status = TokenUsage(), "client_aborted", 499
+    target, reply = await _walk(svc, ctx, attempts, lambda t: _call_once(svc, t, req))
+    raw_usage = reply.data.get("usage")
+    if isinstance(raw_usage, dict):
+        usage, source = TokenUsage.from_openai(raw_usage), "upstream"
+    else:
+        chars = openai_compat.choices_text_chars(reply.data.get("choices"), "message")
+        usage, source = req.counted_usage(chars), "counted"
+    svc.meter.record(
+        usage_event(ctx, target, usage, usage_source=source, status="ok", http_status=200)
+    )
+    return Completion(reply.body, attempts.headers(), usage, target.ref)
+
+
+async def open_stream(
+    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts, on_finish: Finished
+) -> StreamingCompletion:
+    """Open the upstream stream (falling back while nothing has been sent) and hand back a
+    relay that meters the call when it ends, however it ends."""
+    target, response = await _walk(svc, ctx, attempts, lambda t: _open_once(svc, t, req))
+    relay = StreamRelay(svc, ctx, req, target, response, on_finish)
+    return StreamingCompletion(relay, attempts.headers(), target.ref)
+
+
+async def _walk(
+    svc: Services,
+    ctx: CallContext,
+    attempts: Attempts,
+    attempt: Callable[[ResolvedModel], Awaitable[T]],
+) -> tuple[ResolvedModel, T]:
+    """Try the cascade's models in order, moving on after provider failures. A request that
+    fails here is metered here (the last model tried, no tokens), and so is one whose client
+    went away meanwhile (``client_aborted``); on success the caller meters."""
+    handed_over = False
+    last_error: RingsideError | None = None
     try:
-        last_error: RingsideError | None = None
         for target in attempts.targets:
             attempts.tried.append(target)
             try:
-                reply = await _call_once(svc, target, req)
+                result = await attempt(target)
             except _FALLBACK_ON as exc:
                 last_error = exc
                 continue
-            except RingsideError as exc:
-                status, http_status = "upstream_error", exc.status
-                raise
-            raw_usage = reply.data.get("usage")
-            if isinstance(raw_usage, dict):
-                usage, source = TokenUsage.from_openai(raw_usage), "upstream"
-            else:
-                usage, source = (
-                    req.counted_usage(
-                        openai_compat.choices_text_chars(reply.data.get("choices"), "message")
-                    ),
-                    "counted",
-                )
-            svc.meter.record(
-                usage_event(ctx, target, usage, usage_source=source, status="ok", http_status=200)
-            )
-            recorded = True
-            return Completion(reply.body, attempts.headers(), usage, target.ref)
+            handed_over = True
+            return target, result
         assert last_error is not None
-        status = "timeout" if isinstance(last_error, UpstreamTimeout) else "upstream_error"
-        http_status = last_error.status
         raise last_error
+    except RingsideError as exc:
+        handed_over = True
+        status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+        _record(svc, ctx, attempts, status, exc.status)
+        raise
     finally:
-        if not recorded and attempts.tried:
-            svc.meter.record(
-                usage_event(
-                    ctx,
-                    attempts.tried[-1],
-                    usage,
-                    usage_source="none",
-                    status=status,
-                    http_status=http_status,
-                )
-            )
+        if not handed_over:  # cancelled: the client disconnected while a provider answered
+            _record(svc, ctx, attempts, "client_aborted", 499)
+
+
+def _record(svc: Services, ctx: CallContext, attempts: Attempts, status: str, http: int) -> None:
+    if attempts.tried:
+        event = usage_event(
+            ctx, attempts.tried[-1], TokenUsage(), usage_source="none", status=status,
+            http_status=http,
+        )  # fmt: skip
+        svc.meter.record(event)
 
 
 async def _call_once(
@@ -163,47 +186,17 @@ async def _call_once(
     )
 
 
-async def open_stream(
-    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts, on_finish: Finished
-) -> StreamingCompletion:
-    """Open the upstream stream (falling back while nothing has been sent) and hand back a
-    relay that meters the call when it ends, however it ends."""
-    last_error: RingsideError | None = None
-    for target in attempts.targets:
-        attempts.tried.append(target)
-        try:
-            cfg = _provider(svc, target)
-            request = openai_compat.build_chat_request(
-                svc.http,
-                cfg,
-                target.model.model,
-                req.body,
-                True,
-                idle_timeout_s=svc.settings.stream_idle_timeout_s,
-            )
-            with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
-                response = await openai_compat.open_chat_stream(svc.http, cfg.spec.name, request)
-            if scope.cancelled_caught:
-                raise UpstreamTimeout(f"{cfg.spec.name} did not start streaming in time.")
-        except _FALLBACK_ON as exc:
-            last_error = exc
-            continue
-        except RingsideError as exc:
-            _record_failure(svc, ctx, target, exc)
-            raise
-        relay = StreamRelay(svc, ctx, req, target, response, on_finish)
-        return StreamingCompletion(relay, attempts.headers(), target.ref)
-    assert last_error is not None
-    _record_failure(svc, ctx, attempts.tried[-1], last_error)
-    raise last_error
-
-
-def _record_failure(
-    svc: Services, ctx: CallContext, target: ResolvedModel, exc: RingsideError
-) -> None:
-    status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-    svc.meter.record(
-        usage_event(
-            ctx, target, TokenUsage(), usage_source="none", status=status, http_status=exc.status
-        )
+async def _open_once(svc: Services, target: ResolvedModel, req: ChatRequest) -> httpx.Response:
+    cfg = _provider(svc, target)
+    request = openai_compat.build_chat_request(
+        svc.http,
+        cfg,
+        target.model.model,
+        req.body,
+        True,
+        idle_timeout_s=svc.settings.stream_idle_timeout_s,
     )
+    with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+        return await openai_compat.open_chat_stream(svc.http, cfg.spec.name, request)
+    assert scope.cancelled_caught
+    raise UpstreamTimeout(f"{cfg.spec.name} did not start streaming in time.")

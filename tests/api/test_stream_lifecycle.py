@@ -49,10 +49,14 @@ async def test_client_disconnect_mid_stream_cancels_upstream_and_meters(
     assert event["input_tokens"] > 0
 
 
-async def test_client_disconnect_while_waiting_cancels_upstream(gateway: RunningGateway) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_while_waiting_cancels_upstream(
+    gateway: RunningGateway, stream: bool
+) -> None:
     key = await gateway.new_key()
     body = {
         "model": "fc:openai/gpt-4o-mini",
+        "stream": stream,
         "messages": [{"role": "user", "content": 'x #sim{"delay": 10}'}],
     }
     with trio.move_on_after(0.5):
