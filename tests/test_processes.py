@@ -68,28 +68,28 @@ async def test_revoked_key_stops_in_every_worker_within_a_second(
         assert refused == served
 
 
+def slow_stream(prompt: str, *, chunk_delay: float) -> dict[str, object]:
+    directive = f'#sim{{"chunk_delay": {chunk_delay}}}'
+    return {**CHAT, "stream": True,
+            "messages": [{"role": "user", "content": f"{prompt} {directive}"}]}  # fmt: skip
+
+
 async def test_sigterm_drains_open_streams_then_stops(
     env: dict[str, str], tmp_path: Path, simulator: RunningSimulator
 ) -> None:
     async with spawn_gateway(env, tmp_path, grace=5) as gw:
         dev = await run_cli(env, "developers", "create", "--name", "drain")
         headers = {"Authorization": f"Bearer {dev['api_key']['key']}"}
-        body = {
-            **CHAT,
-            "stream": True,
-            "messages": [{"role": "user", "content": 'a b c d e f g h #sim{"chunk_delay": 0.2}'}],
-        }
+        body = slow_stream("zebra quartz violet amber", chunk_delay=0.2)
         async with (
             httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
             client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
         ):
             received = b""
-            signalled_at = None
             async for part in r.aiter_bytes():
-                received += part
-                if signalled_at is None:
+                if not received:
                     os.kill(gw.process.pid, signal.SIGTERM)
-                    signalled_at = trio.current_time()
+                received += part
         assert received.endswith(b"data: [DONE]\n\n")  # the open stream finished whole
         with trio.fail_after(10):
             await gw.process.wait()
@@ -111,11 +111,7 @@ async def test_sigterm_cuts_streams_longer_than_the_grace_period(
     async with spawn_gateway(env, tmp_path, grace=1) as gw:
         dev = await run_cli(env, "developers", "create", "--name", "cut")
         headers = {"Authorization": f"Bearer {dev['api_key']['key']}"}
-        body = {
-            **CHAT,
-            "stream": True,
-            "messages": [{"role": "user", "content": 'a b c d e f g h i j #sim{"chunk_delay": 1}'}],
-        }
+        body = slow_stream("a b c d e f g h i j", chunk_delay=1)
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
             started = trio.current_time()
             with pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
