@@ -3,6 +3,7 @@
 RingsideError
  ├── InvalidRequest            400 invalid_request_error / invalid_request
  │    ├── InvalidModelRef      400 invalid_model_ref
+ │    ├── RequestTimeout       408 request_timeout
  │    └── RequestTooLarge      413 request_too_large
  ├── Unauthorized              401 authentication_error / invalid_api_key
  ├── Forbidden                 403 permission_error
@@ -64,6 +65,11 @@ class InvalidRequest(RingsideError):
 
 class InvalidModelRef(InvalidRequest):
     code = "invalid_model_ref"
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    code = "request_timeout"
 
 
 class RequestTooLarge(InvalidRequest):

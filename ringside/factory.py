@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ringside import errors
 from ringside.api import BLUEPRINTS
-from ringside.api.common import json_response
+from ringside.api.common import check_request_text, json_response
 from ringside.ids import new_request_id
 from ringside.log import RequestLog, configure_logging
 from ringside.runtime import serve_services
@@ -26,6 +26,7 @@ log = logging.getLogger("ringside.app")
 _HTTP_ERRORS: dict[int, type[errors.RingsideError]] = {
     400: errors.InvalidRequest,
     404: errors.NotFound,
+    408: errors.RequestTimeout,
     405: errors.MethodNotAllowed,
     413: errors.RequestTooLarge,
 }
@@ -72,6 +73,11 @@ def create_app(settings: Settings) -> QuartTrio:
             path=request.path,
             started=trio.current_time(),
         )
+        # Take the whole body before any handler can answer: a response sent while the body
+        # is still unread leaves Quart-Trio's keep-alive connection wedged, so the client's
+        # next request on it never gets an answer (found by tests/test_fuzz.py).
+        await request.get_data(cache=True)
+        check_request_text(request.path, request.query_string, request.args)
 
     @app.after_request
     async def _end(response: Response) -> Response:
@@ -96,6 +102,7 @@ def create_app(settings: Settings) -> QuartTrio:
         messages = {
             404: f"No route {request.method} {request.path}.",
             405: f"Method {request.method} is not allowed on {request.path}.",
+            408: "The request body did not arrive in time.",
             413: f"The request body is larger than {settings.max_body_bytes} bytes.",
         }
         return _envelope(cls(messages.get(status, exc.description or "Bad request.")))

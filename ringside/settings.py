@@ -13,7 +13,14 @@ import platformdirs
 
 from ringside.upstream.providers import ProviderConfig, provider_configs
 
-_REPO_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_sql_dir() -> Path:
+    """The migrations: a wheel carries them as ``ringside/sql/``; a checkout (or an editable
+    install of one) keeps them in the top-level ``sql/`` beside the package."""
+    packaged = _PACKAGE_DIR / "sql"
+    return packaged if packaged.is_dir() else _PACKAGE_DIR.parent / "sql"
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -70,7 +77,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             data_dir=data_dir,
             admin_key=env.get("RINGSIDE_ADMIN_KEY") or None,
-            sql_dir=Path(env.get("RINGSIDE_SQL_DIR") or _REPO_SQL_DIR),
+            sql_dir=Path(env.get("RINGSIDE_SQL_DIR") or _default_sql_dir()),
             providers=provider_configs(env),
             catalog_path=Path(catalog) if catalog else None,
             slots=_slots(config),

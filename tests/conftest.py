@@ -56,7 +56,7 @@ def embedded(data_dir: Path) -> Iterator[EmbeddedServers]:
                 redis.shutdown(nosave=True, now=True, force=True)
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     """The same server, another database (works for TCP and unix-socket DSNs)."""
     head, sep, query = url.partition("?")
     scheme_host, _, _db = head.rpartition("/")
@@ -80,13 +80,13 @@ def template_url(server_url: str, redis_url: str) -> str:
         async with open_storage(server_url, redis_url) as (db, _):
             await db.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
             await db.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-        async with open_storage(_with_database(server_url, TEMPLATE_DB), redis_url) as (db, _):
+        async with open_storage(with_database(server_url, TEMPLATE_DB), redis_url) as (db, _):
             await apply_migrations(db, ROOT / "sql")
             for table, start in _SEQUENCE_STARTS.items():
                 await db.execute(f"ALTER TABLE {table} ALTER COLUMN id RESTART WITH {start}")
 
     trio.run(build)
-    return _with_database(server_url, TEMPLATE_DB)
+    return with_database(server_url, TEMPLATE_DB)
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ async def database_url(server_url: str, template_url: str, redis_url: str) -> As
     async with open_storage(server_url, redis_url) as (db, _):
         await db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
         try:
-            yield _with_database(server_url, name)
+            yield with_database(server_url, name)
         finally:
             with trio.CancelScope(shield=True):
                 await db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

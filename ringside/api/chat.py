@@ -20,7 +20,7 @@ async def create_chat_completion() -> Response:
     log = request_log()
     caller = await svc.auth.caller_from(request.headers)
     log.developer_id = caller.developer_id
-    req = ChatRequest.parse(await read_json())
+    req = ChatRequest.parse(await read_json(allow_nul=True))
     log.model = req.model if isinstance(req.model, str) else ",".join(req.model)
     attempts = chat.plan(svc, req)
     ctx = CallContext(

@@ -72,8 +72,9 @@ class StreamRelay:
                     self._status = "ok"
                     out.append(b"data: [DONE]\n\n")
                     break
-                if self._observe(payload):
-                    out.append(b"data: " + payload + b"\n\n")
+                shown = self._observe(payload)
+                if shown is not None:
+                    out.append(b"data: " + shown + b"\n\n")
             if out:
                 return b"".join(out)
         if self._status == "ok":
@@ -85,22 +86,27 @@ class StreamRelay:
         await self.aclose()
         raise StopAsyncIteration
 
-    def _observe(self, payload: bytes) -> bool:
-        """Take usage and output size from a chunk; False for a chunk the client must not
-        see (the usage-only chunk it did not ask for)."""
+    def _observe(self, payload: bytes) -> bytes | None:
+        """Take usage and output size from a chunk; return the chunk as the client must see
+        it: as the provider would have sent it had the gateway not asked for usage (None for
+        the usage-only chunk, ``"usage": null`` removed from the others)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return True
+            return payload
         if not isinstance(chunk, dict):
-            return True
+            return payload
         choices = chunk.get("choices")
         self._output_chars += openai_compat.choices_text_chars(choices, "delta")
-        usage = chunk.get("usage")
+        if "usage" not in chunk:
+            return payload
+        usage = chunk["usage"]
         if isinstance(usage, dict):
             self._usage = TokenUsage.from_openai(usage)
-            return bool(choices) or self._req.include_usage
-        return True
+            return payload if choices or self._req.include_usage else None
+        if usage is None and not self._req.include_usage:
+            return openai_compat.without_null_usage(payload)
+        return payload
 
     def _fail(self, status: str, error: RingsideError) -> bytes:
         self._status = status

@@ -155,6 +155,22 @@ def choices_text_chars(choices: Any, part: str) -> int:
     return total
 
 
+# How providers write the null usage that `include_usage` adds to every chunk. A JSON string
+# cannot contain an unescaped quote, so these bytes can only be the member itself.
+_NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
+
+
+def without_null_usage(payload: bytes) -> bytes:
+    """A chunk as the provider sends it when usage was not asked for: the ``"usage": null``
+    member removed, every other byte untouched."""
+    for member in _NULL_USAGE:
+        if payload.count(member) == 1:
+            return payload.replace(member, b"", 1)
+    chunk = orjson.loads(payload)  # an unusual layout: re-encode without the member
+    chunk.pop("usage", None)
+    return orjson.dumps(chunk)
+
+
 @dataclass(frozen=True)
 class JsonReply:
     body: bytes

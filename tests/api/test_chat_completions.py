@@ -263,3 +263,33 @@ async def test_stream_without_upstream_usage_is_counted(gateway: RunningGateway)
     assert event["output_tokens"] == (len(text) + 3) // 4
     assert event["input_tokens"] > 0
     assert event["cost_usd"] > 0
+
+
+def _sse_chunks(body: bytes) -> list[dict]:
+    payloads = [line[6:] for line in body.split(b"\n\n") if line.startswith(b"data: ")]
+    assert payloads[-1] == b"[DONE]"
+    return [orjson.loads(p) for p in payloads[:-1]]
+
+
+async def test_stream_chunks_are_as_without_usage_when_not_asked(gateway: RunningGateway) -> None:
+    key = await gateway.new_key()
+    body = {
+        "model": "fc:openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "a b c"}],
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    plain = await gateway.http.post("/v1/chat/completions", json=body, headers=headers)
+    # The gateway asked the provider for usage; the client did not, so no chunk carries it.
+    assert gateway.sim.chats("openai")[-1].json["stream_options"] == {"include_usage": True}
+    chunks = _sse_chunks(plain.content)
+    assert chunks
+    assert all("usage" not in c for c in chunks)
+    for c in chunks:
+        validate(c, "CreateChatCompletionStreamResponse")
+
+    asked = {**body, "stream_options": {"include_usage": True}}
+    with_usage = await gateway.http.post("/v1/chat/completions", json=asked, headers=headers)
+    chunks = _sse_chunks(with_usage.content)
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["usage"]["completion_tokens"] == 4

@@ -246,3 +246,17 @@ async def test_control_characters_are_refused(gateway: RunningGateway) -> None:
     r = await gateway.admin("POST", "/developers", json={"name": "nul\x00"})
     assert_envelope(r, 400, "invalid_request")
     assert gateway.sim.chats() == []
+
+
+async def test_answers_before_reading_the_body_keep_the_connection_usable(
+    gateway: RunningGateway,
+) -> None:
+    # Refused before any handler reads the body (bad key, wrong method, GET with a body): the
+    # keep-alive connection must still answer the next requests (it used to wedge).
+    for _ in range(15):
+        for method, path in (("POST", "/v1/chat/completions"), ("POST", "/v1/models"),
+                             ("GET", "/healthz")):  # fmt: skip
+            r = await gateway.http.request(
+                method, path, content=b"x" * 100, headers={"Authorization": "Bearer nope"}
+            )
+            assert r.status_code in (200, 401, 405)

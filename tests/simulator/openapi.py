@@ -3,26 +3,24 @@
 ``validate(body, "CreateChatCompletionResponse")`` raises ``jsonschema.ValidationError``.
 The spec is OpenAPI 3.1 but still uses 3.0's ``nullable: true`` in places; those schemas are
 rewritten to ``anyOf: [schema, {"type": "null"}]`` so ``null`` validates where OpenAI sends it.
-The spec defaults to ../shared/data/openai-openapi.yaml beside the repository
-(``RINGSIDE_OPENAPI_SPEC`` overrides it).
+The schemas come from ``tests/openapi/openai-openapi.extract.json``, an extract of OpenAI's
+spec kept in the repository (``python -m tests.openapi.extract`` regenerates it; see
+``tests/openapi/PROVENANCE.md``).
 """
 
 from __future__ import annotations
 
-import os
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-# The spec lives in the steering repo's shared/ beside this repository (as on CI).
-_BESIDE_REPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "openai-openapi.yaml"
-SPEC_PATH = Path(os.environ.get("RINGSIDE_OPENAPI_SPEC", _BESIDE_REPO))
+SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openai-openapi.extract.json"
 _SPEC_URI = "urn:openai-openapi"
 
 
@@ -39,10 +37,8 @@ def _denullable(node: Any) -> Any:
 
 @cache
 def spec() -> dict[str, Any]:
-    """The parsed spec (``nullable`` rewritten), loaded once per process."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with SPEC_PATH.open("rb") as f:
-        data: dict[str, Any] = _denullable(yaml.load(f, Loader=loader))
+    """The extracted spec (``nullable`` rewritten), loaded once per process."""
+    data: dict[str, Any] = _denullable(json.loads(SPEC_PATH.read_bytes()))
     return data
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ringside.store.bridge import Database, PostgresError, open_storage
 from ringside.store.migrations import apply_migrations, migration_files
-from tests.conftest import ROOT, _with_database
+from tests.conftest import ROOT, with_database
 
 _DESCRIBE = [
     """SELECT table_name, column_name, data_type, is_nullable, column_default
@@ -31,7 +31,7 @@ async def fresh_database(server_url: str, redis_url: str) -> AsyncIterator[Datab
     async with open_storage(server_url, redis_url) as (admin, _):
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            async with open_storage(_with_database(server_url, name), redis_url) as (db, _):
+            async with open_storage(with_database(server_url, name), redis_url) as (db, _):
                 yield db
         finally:
             await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
