@@ -22,6 +22,12 @@ migrate:
 serve:
     exec hypercorn -k trio --bind {{host}}:{{port}} --workers {{workers}} --graceful-timeout 10 ringside:app
 
+# Try it with no provider key: the upstream simulator and the gateway on {{host}}:{{port}}, a
+# developer and a ready-to-paste SDK snippet with its key (also in .ringside-demo/api-key, once
+# everything is ready). Ctrl-C or SIGTERM stops it all.
+demo:
+    @exec python -m tests.demo --host {{host}} --port {{port}}
+
 # Run a background worker (python -m workers NAME); lists them without a name.
 worker *names:
     python -m workers {{names}}

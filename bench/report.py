@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import orjson
 THROUGHPUT_MIN_PCT = 80.0  # full path req/s as % of the floor's, at c=16
 ADDED_P50_MAX_MS = 2.5  # full path p50 minus the floor's, at c=1
 STREAMS_RSS_MAX_MB = 250.0  # the serving worker's RSS with N streams open
+BILLED_THROUGHPUT_MIN_PCT = 80.0  # billed req/s as % of the unattributed call's, at c=16
+BILLED_ADDED_P50_MAX_MS = 1.5  # billed p50 minus the unattributed call's, at c=1
+USAGE_REPORT_MAX_MS = 100.0  # the slowest usage report's median over the loaded events
 
 
 def _cell(results: dict[str, Any], target: str, mode: str, conc: int) -> dict[str, Any]:
@@ -46,12 +50,52 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"added p50 vs floor, c=1, {mode}", added, "ms", added <= ADDED_P50_MAX_MS, clean,
             f"target <= {ADDED_P50_MAX_MS:g} ms; vs direct "
             f"+{gw['p50_ms'] - direct['p50_ms']:.2f} ms")  # fmt: skip
+    for mode in ("plain", "stream"):
+        bi, gw = _cell(results, "billed", mode, 16), _cell(results, "ringside", mode, 16)
+        pct = 100.0 * bi["rps"] / gw["rps"] if gw["rps"] else 0.0
+        clean = not (bi["errors"] or gw["errors"])
+        add(f"billed vs unattributed throughput, c=16, {mode}", pct, "%",
+            pct >= BILLED_THROUGHPUT_MIN_PCT, clean,
+            f"target >= {BILLED_THROUGHPUT_MIN_PCT:g}%; {bi['rps']:.1f} vs {gw['rps']:.1f} req/s;"
+            f" {_cpu_compare(bi, gw)}")  # fmt: skip
+    for mode in ("plain", "stream"):
+        bi, gw = _cell(results, "billed", mode, 1), _cell(results, "ringside", mode, 1)
+        added = bi["p50_ms"] - gw["p50_ms"]
+        clean = not (bi["errors"] or gw["errors"])
+        add(f"billed added p50 vs unattributed, c=1, {mode}", added, "ms",
+            added <= BILLED_ADDED_P50_MAX_MS, clean,
+            f"target <= {BILLED_ADDED_P50_MAX_MS:g} ms; {bi['p50_ms']:.2f} vs {gw['p50_ms']:.2f}"
+            f" ms; {_cpu_compare(bi, gw)}")  # fmt: skip
+    usage = results.get("usage_reports")
+    if usage:
+        slowest = max(usage["reports"], key=lambda r: r["median_ms"])
+        fastest = min(usage["reports"], key=lambda r: r["median_ms"])
+        add(f"usage report over {usage['loaded']['events']:,} events", slowest["median_ms"],
+            "ms", slowest["median_ms"] < USAGE_REPORT_MAX_MS, usage["cross_check"]["matches"],
+            f"target < {USAGE_REPORT_MAX_MS:g} ms, median of the slowest: {slowest['report']},"
+            f" p95 {slowest['p95_ms']:.1f} ms, {slowest['rows']} rows; fastest:"
+            f" {fastest['report']} {fastest['median_ms']:.1f} ms")  # fmt: skip
     probe = results["memory"]["streams"]
     rss = probe["rss"]["worker_mb"]
     all_open = probe["opened"] == probe["wanted"]
     add(f"worker RSS, {probe['wanted']} open streams", rss, "MB", rss <= STREAMS_RSS_MAX_MB,
         all_open, f"target <= {STREAMS_RSS_MAX_MB:g} MB; {probe['opened']} opened")  # fmt: skip
     return out
+
+
+def _cpu_compare(billed: dict[str, Any], plain: dict[str, Any]) -> str:
+    """CPU per request, the gateway worker's and its PostgreSQL's, billed vs unattributed."""
+    out = (f"worker CPU {billed['cpu_ms_per_request']:.2f} vs"
+           f" {plain['cpu_ms_per_request']:.2f} ms/req")  # fmt: skip
+    if billed.get("db_cpu_ms_per_request") is not None and plain.get("db_cpu_ms_per_request"):
+        out += (f", PostgreSQL {billed['db_cpu_ms_per_request']:.2f} vs"
+                f" {plain['db_cpu_ms_per_request']:.2f} ms/req")  # fmt: skip
+    return out
+
+
+def _pg(cell: dict[str, Any]) -> str:
+    value = cell.get("db_cpu_ms_per_request")
+    return f"{'-':>10}" if value is None else f"{value:>10.2f}"
 
 
 def _mem(sample: dict[str, float]) -> str:
@@ -67,7 +111,7 @@ def render(results: dict[str, Any]) -> str:
         f" gateway model {results['model']} ({results['gateway_app']})",
         "",
         f"{'target':<9}{'mode':<8}{'conc':>5}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}"
-        f"{'requests':>10}{'errors':>8}{'cpu ms/req':>12}",
+        f"{'requests':>10}{'errors':>8}{'cpu ms/req':>12}{'pg ms/req':>10}",
     ]
     flagged = 0
     for cell in results["cells"]:
@@ -76,7 +120,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"{cell['target']:<9}{cell['mode']:<8}{cell['concurrency']:>5}{cell['rps']:>11.1f}"
             f"{cell['p50_ms']:>10.2f}{cell['p99_ms']:>10.2f}{cell['requests']:>10}"
-            f"{cell['errors']:>8}{cell['cpu_ms_per_request']:>12.2f}{mark}"
+            f"{cell['errors']:>8}{cell['cpu_ms_per_request']:>12.2f}{_pg(cell)}{mark}"
         )
     mem = results["memory"]
     probe = mem["streams"]
@@ -89,18 +133,56 @@ def render(results: dict[str, Any]) -> str:
         f"   ({probe['opened']} opened, {probe['failed']} failed,"
         f" in {probe['open_seconds']:.1f}s)",
         f"  after closing them   {_mem(mem['after_streams'])}",
-        "",
-        "Targets",
     ]
+    if results.get("billed"):
+        b = results["billed"]
+        lines += [
+            "",
+            f"billed: the ringside call with FC-Customer: {b['customer']} (monthly budget"
+            f" ${b['monthly_budget_usd']}, wallet topped up ${b['wallet_topup_usd']}); first call"
+            f" {', '.join(f'{k}: {v}' for k, v in b['first_call_headers'].items())}",
+        ]
+    if results.get("usage_reports"):
+        lines += ["", *_usage_lines(results["usage_reports"])]
+    lines += ["", "Targets"]
     for check in results["checks"]:
         lines.append(
-            f"  {check['verdict']:<14}{check['check']:<40}{check['value']:>9.2f} {check['unit']:<3}"
+            f"  {check['verdict']:<14}{check['check']:<48}{check['value']:>9.2f} {check['unit']:<3}"
             f"  ({check['info']})"
         )
     if flagged:
         lines.append(f"\nWARNING: {flagged} cell(s) had non-2xx responses or socket errors.")
     lines += [f"NOTE: {note}" for note in results["notes"]]
     return "\n".join(lines)
+
+
+def _usage_lines(usage: dict[str, Any]) -> list[str]:
+    loaded = usage["loaded"]
+    span = f"{usage['range']['from']}..{usage['range']['to']}"
+    lines = [
+        f"Usage reports, {span}, over {loaded['events']:,} loaded usage events"
+        f" ({loaded['customers']:,} customers, {loaded['usage_daily_rows']:,} usage_daily rows),",
+        *textwrap.wrap(
+            f"loaded in {loaded['load_seconds']:.1f}s by SQL, not through the gateway:"
+            f" {loaded['how']}.",
+            width=96,
+            initial_indent="  ",
+            subsequent_indent="  ",
+        ),
+        f"{'report':<32}{'median ms':>10}{'p95 ms':>10}{'rows':>8}{'bytes':>11}{'n':>4}",
+    ]
+    for r in usage["reports"]:
+        lines.append(
+            f"{r['report']:<32}{r['median_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['rows']:>8}"
+            f"{r['bytes']:>11}{r['repeats']:>4}"
+        )
+    check = usage["cross_check"]
+    lines.append(
+        f"  total_billable_usd of /v1/usage = sum(usage_event.billable_usd) ="
+        f" {check['sum_usage_event_billable_usd']} over {loaded['events_total']:,} events"
+        f" ({'match' if check['matches'] else 'MISMATCH'})"
+    )
+    return lines
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

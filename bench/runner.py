@@ -24,14 +24,18 @@ from bench.harness import (
     hypercorn_worker,
     rss_mb,
     run_wrk,
+    tree_cpu_seconds,
     wait_ready,
     write_lua,
 )
 from bench.streams import StreamProbe, probe_streams, raise_fd_limit, slow_stream_body
+from bench.usage_reports import run_usage_reports
 
 CONCURRENCY = (1, 16, 64)
 MODES = ("plain", "stream")
 PROMPT = "Summarise the quarterly report in three short bullet points for the team"
+CUSTOMER = "bench-customer"  # the billed target's customer: a budget and a topped-up wallet
+BUDGET_USD = "100000000"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,19 @@ class Target:
     model: str
     headers: dict[str, str]
     pid: int  # the process serving it, for CPU time per request
+    db_pid: int | None = None  # its PostgreSQL's postmaster, for the database's CPU per request
+
+
+@dataclass(frozen=True)
+class Gateway:
+    plain: Target  # the unattributed call
+    billed: Target  # the same call attributed to a customer with a budget and a wallet
+    child: Child
+    base_url: str
+    auth: dict[str, str]
+    developer_id: str
+    data_dir: Path
+    first_billed: dict[str, str]  # the billing headers of the first billed call
 
 
 def _body(model: str, stream: bool) -> dict[str, object]:
@@ -102,12 +119,13 @@ def _wait_post(child: Child, url: str, body: dict[str, object], headers: dict[st
     raise BenchError(f"{child.name} never answered POST {url}")
 
 
-def start_gateway(children: Children, sim_openai: str, app: str) -> tuple[Target, Child]:
+def start_gateway(children: Children, sim_openai: str, app: str) -> Gateway:
     port = free_port()
     admin_key = secrets.token_urlsafe(24)
+    data_dir = children.workdir / "ringside-data"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {
-        "RINGSIDE_DATA_DIR": str(children.workdir / "ringside-data"),
+        "RINGSIDE_DATA_DIR": str(data_dir),
         "RINGSIDE_ADMIN_KEY": admin_key,
         "OPENAI_BASE_URL": sim_openai,
         "OPENAI_API_KEY": "sk-bench",
@@ -123,14 +141,66 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> tuple[Target
         )
         if made.status_code != 201:
             raise BenchError(f"creating the developer failed: {made.status_code} {made.text}")
+        developer_id = made.json()["id"]
         auth = {"Authorization": f"Bearer {made.json()['api_key']['key']}"}
+        _create_customer(client, auth)
         listed = client.get("/v1/models", headers=auth)
         listed.raise_for_status()
         ids = [m["id"] for m in listed.json()["data"]]
     model = _pick_model(ids)
-    _wait_post(child, f"{base}/v1/chat/completions", _body(model, False), auth)
+    url = f"{base}/v1/chat/completions"
+    _wait_post(child, url, _body(model, False), auth)
+    billed_headers = {**auth, "FC-Customer": CUSTOMER}
+    first_billed = _first_billed_call(url, _body(model, False), billed_headers)
     worker = hypercorn_worker(child.proc.pid)
-    return Target("ringside", f"{base}/v1/chat/completions", model, auth, worker), child
+    db_pid = _postmaster(data_dir)
+    return Gateway(
+        plain=Target("ringside", url, model, auth, worker, db_pid),
+        billed=Target("billed", url, model, billed_headers, worker, db_pid),
+        child=child,
+        base_url=base,
+        auth=auth,
+        developer_id=developer_id,
+        data_dir=data_dir,
+        first_billed=first_billed,
+    )
+
+
+def _create_customer(client: httpx.Client, auth: dict[str, str]) -> None:
+    made = client.post(
+        "/v1/customers",
+        json={"external_id": CUSTOMER, "monthly_budget_usd": BUDGET_USD},
+        headers=auth,
+    )
+    if made.status_code not in (200, 201):
+        raise BenchError(f"creating the customer failed: {made.status_code} {made.text}")
+    topped = client.post(
+        f"/v1/customers/{CUSTOMER}/wallet/topup", json={"amount_usd": BUDGET_USD}, headers=auth
+    )
+    if topped.status_code not in (200, 201):
+        raise BenchError(f"topping up the wallet failed: {topped.status_code} {topped.text}")
+
+
+def _first_billed_call(
+    url: str, body: dict[str, object], headers: dict[str, str]
+) -> dict[str, str]:
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
+        resp = client.post(url, json=body, headers=headers)
+    billing = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-ringside-wallet")}
+    if resp.status_code != 200 or "x-ringside-wallet-deducted" not in resp.headers:
+        raise BenchError(
+            f"the first billed call answered {resp.status_code} with billing headers {billing}"
+            f" (X-Ringside-Wallet-Deducted expected): {resp.text[:300]}"
+        )
+    return billing
+
+
+def _postmaster(data_dir: Path) -> int | None:
+    """The embedded PostgreSQL's postmaster (its pid is postmaster.pid's first line)."""
+    try:
+        return int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _pick_model(ids: list[str]) -> str:
@@ -167,6 +237,11 @@ def load_cells(targets: list[Target], opts: Options, workdir: Path) -> list[dict
                     f"  {t.name:<8} {mode:<6} c={conc:<3} {cell['rps']:>9.1f} req/s"
                     f"  p50 {cell['p50_ms']:.2f} ms  p99 {cell['p99_ms']:.2f} ms"
                     f"  cpu {cell['cpu_ms_per_request']:.2f} ms/req"
+                    + (
+                        f"  pg {cell['db_cpu_ms_per_request']:.2f} ms/req"
+                        if cell.get("db_cpu_ms_per_request") is not None
+                        else ""
+                    )
                     + (f"  ERRORS {cell['errors']}" if cell["errors"] else ""),
                     file=sys.stderr,
                     flush=True,
@@ -177,15 +252,25 @@ def load_cells(targets: list[Target], opts: Options, workdir: Path) -> list[dict
 
 def _measure(t: Target, script: Path, conc: int, duration: float) -> dict[str, Any]:
     before = cpu_seconds(t.pid)
+    db_before = tree_cpu_seconds(t.db_pid) if t.db_pid else 0.0
     result = run_wrk(t.url, script, conc, duration)
-    cpu_ms = 1000 * (cpu_seconds(t.pid) - before) / max(result.requests, 1)
-    return {**asdict(result), "errors": result.errors, "cpu_ms_per_request": round(cpu_ms, 3)}
+    n = max(result.requests, 1)
+    cpu_ms = 1000 * (cpu_seconds(t.pid) - before) / n
+    db_ms = 1000 * (tree_cpu_seconds(t.db_pid) - db_before) / n if t.db_pid else None
+    return {
+        **asdict(result),
+        "errors": result.errors,
+        "cpu_ms_per_request": round(cpu_ms, 3),
+        "db_cpu_ms_per_request": None if db_ms is None else round(db_ms, 3),
+    }
 
 
 def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the rounds' rates, latencies and CPU; requests and errors are summed."""
     cell = {k: statistics.median(r[k] for r in runs)
             for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}  # fmt: skip
+    db = [r["db_cpu_ms_per_request"] for r in runs if r["db_cpu_ms_per_request"] is not None]
+    cell["db_cpu_ms_per_request"] = statistics.median(db) if db else None
     for k in ("requests", "non_2xx", "socket_errors", "errors"):
         cell[k] = sum(r[k] for r in runs)
     cell["rounds"] = len(runs)
@@ -208,10 +293,12 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         direct = Target("direct", f"{sim_openai}/chat/completions", "gpt-4o-mini",
                         {"Authorization": "Bearer sk-bench"}, sim_pid)  # fmt: skip
         floor = start_floor(children, sim_openai)
-        gateway, gw_child = start_gateway(children, sim_openai, app)
+        gw = start_gateway(children, sim_openai, app)
+        gateway, gw_child = gw.plain, gw.child
         idle_start = memory(gw_child.proc.pid)
-        cells = load_cells([direct, floor, gateway], opts, workdir)
+        cells = load_cells([direct, floor, gateway, gw.billed], opts, workdir)
         idle_loaded = memory(gw_child.proc.pid)
+        usage = run_usage_reports(gw.data_dir, gw.base_url, gw.auth, gw.developer_id)
         probe: StreamProbe = probe_streams(
             gateway.url, slow_stream_body(gateway.model), gateway.headers, opts.streams,
             lambda: memory(gw_child.proc.pid),
@@ -225,6 +312,9 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             "duration_s": opts.duration,
             "rounds": opts.rounds,
             "cells": cells,
+            "billed": {"customer": CUSTOMER, "monthly_budget_usd": BUDGET_USD,
+                       "wallet_topup_usd": BUDGET_USD, "first_call_headers": gw.first_billed},
+            "usage_reports": usage,
             "memory": {"idle_start": idle_start, "idle_after_load": idle_loaded,
                        "streams": asdict(probe), "after_streams": after},
         }  # fmt: skip

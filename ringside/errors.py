@@ -6,10 +6,13 @@ RingsideError
  │    ├── RequestTimeout       408 request_timeout
  │    └── RequestTooLarge      413 request_too_large
  ├── Unauthorized              401 authentication_error / invalid_api_key
+ ├── PaymentRequired           402 insufficient_quota / customer_budget_exceeded,
+ │                                 customer_wallet_empty, wallet_empty
  ├── Forbidden                 403 permission_error
  ├── NotFound                  404 not_found_error / not_found
  ├── MethodNotAllowed          405 invalid_request_error / method_not_allowed
- ├── Conflict                  409 conflict_error
+ ├── Conflict                  409 conflict_error / customer_exists, no_wallet,
+ │                                 refund_exceeds_debit
  ├── RateLimited               429 rate_limit_error / rate_limited
  ├── UpstreamError             502 api_error / upstream_error (carries the upstream status)
  │    └── UpstreamUnavailable  503 api_error / upstream_unavailable
@@ -81,6 +84,12 @@ class Unauthorized(RingsideError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PaymentRequired(RingsideError):
+    status = 402
+    type = "insufficient_quota"
+    code = "customer_budget_exceeded"
 
 
 class Forbidden(RingsideError):

@@ -9,8 +9,9 @@ import trio
 
 from ringside.catalog import Catalog, load_catalog
 from ringside.domain.auth import KeyAuthenticator
-from ringside.domain.metering import Meter
 from ringside.domain.modelrefs import resolve
+from ringside.domain.processes import serve_heartbeat
+from ringside.ids import new_id
 from ringside.services import Services
 from ringside.settings import Settings
 from ringside.store.bridge import open_storage
@@ -20,9 +21,12 @@ from ringside.upstream.client import open_upstream_client
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Services]:
-    """Everything a process needs, opened in dependency order and closed in reverse. On exit
-    the meter is drained first, so no usage event is lost on a clean shutdown."""
+async def open_services(
+    settings: Settings, *, migrate: bool = True, calls_providers: bool = False
+) -> AsyncIterator[Services]:
+    """Everything a process needs, opened in dependency order and closed in reverse. A process
+    that ``calls_providers`` (the web app) registers itself and beats, so the settlement
+    worker can tell its open holds from those of a process that died."""
     catalog = load_catalog(settings.catalog_path)
     for name in settings.slots:  # a misconfigured slot fails the start, not a request
         resolve(catalog, f"slot:{name}", settings.slots)
@@ -30,7 +34,9 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
         ensure_servers, settings.data_dir, settings.database_url, settings.redis_url
     )
     try:
-        async with _open_services(settings, urls, catalog, migrate=migrate) as svc:
+        async with _open_services(
+            settings, urls, catalog, migrate=migrate, calls_providers=calls_providers
+        ) as svc:
             yield svc
     finally:
         # Hypercorn's workers leave through os._exit, which skips the embedded servers'
@@ -41,7 +47,12 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
 
 @asynccontextmanager
 async def _open_services(
-    settings: Settings, urls: EmbeddedServers, catalog: Catalog, *, migrate: bool
+    settings: Settings,
+    urls: EmbeddedServers,
+    catalog: Catalog,
+    *,
+    migrate: bool,
+    calls_providers: bool,
 ) -> AsyncIterator[Services]:
     async with (
         open_storage(urls.database_url, urls.redis_url) as (db, cache),
@@ -49,22 +60,24 @@ async def _open_services(
     ):
         if migrate:
             await apply_migrations(db, settings.sql_dir)
+        svc = Services(
+            settings=settings,
+            db=db,
+            cache=cache,
+            http=http,
+            catalog=catalog,
+            auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
+            slots=settings.slots,
+            pricing=settings.pricing,
+            process_id=new_id("proc"),
+        )
+        if not calls_providers:
+            yield svc
+            return
         async with trio.open_nursery() as nursery:
-            meter = await nursery.start(Meter.serve, db)
-            try:
-                yield Services(
-                    settings=settings,
-                    db=db,
-                    cache=cache,
-                    http=http,
-                    catalog=catalog,
-                    auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
-                    meter=meter,
-                    slots=settings.slots,
-                )
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(10):
-                    await meter.aclose()
+            await nursery.start(serve_heartbeat, svc)
+            yield svc
+            nursery.cancel_scope.cancel()
 
 
 async def serve_services(
@@ -74,6 +87,6 @@ async def serve_services(
     task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the services until ``stop`` is set (the app's shutdown) or the task is cancelled."""
-    async with open_services(settings) as svc:
+    async with open_services(settings, calls_providers=True) as svc:
         task_status.started(svc)
         await stop.wait()

@@ -9,7 +9,7 @@ import httpx
 
 from ringside.catalog import Catalog
 from ringside.domain.auth import KeyAuthenticator
-from ringside.domain.metering import Meter
+from ringside.pricing import PricingPolicy
 from ringside.settings import Settings
 from ringside.store.bridge import Cache, Database
 
@@ -22,5 +22,6 @@ class Services:
     http: httpx.AsyncClient
     catalog: Catalog
     auth: KeyAuthenticator
-    meter: Meter
     slots: Mapping[str, Sequence[str]]
+    pricing: PricingPolicy
+    process_id: str  # this process in gateway_process; holds it writes carry it

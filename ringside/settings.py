@@ -6,11 +6,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from ringside.pricing import PricingPolicy
 from ringside.upstream.providers import ProviderConfig, provider_configs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,7 +34,8 @@ def _read_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     with open(path, "rb") as fh:
-        return tomllib.load(fh)
+        # Exact decimals: prices and multipliers in the file must never pass through a float.
+        return tomllib.load(fh, parse_float=Decimal)
 
 
 def _slots(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -63,6 +66,13 @@ class Settings:
     key_cache_ttl_s: float = 0.5
     max_body_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
+    pricing: PricingPolicy = field(default_factory=PricingPolicy)
+    # Each web process beats this often; the settlement worker settles the holds of a process
+    # silent for process_dead_after_s, sweeping every sweep_interval_s.
+    heartbeat_interval_s: float = 2.0
+    process_dead_after_s: float = 15.0
+    sweep_interval_s: float = 5.0
+    hold_max_age_s: float = 6 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,4 +96,9 @@ class Settings:
             key_cache_ttl_s=_float(env, "RINGSIDE_KEY_CACHE_TTL_SECONDS", 0.5),
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
             shutdown_grace_s=_float(env, "RINGSIDE_SHUTDOWN_GRACE_SECONDS", 10.0),
+            pricing=PricingPolicy.from_config(config),
+            heartbeat_interval_s=_float(env, "RINGSIDE_HEARTBEAT_SECONDS", 2.0),
+            process_dead_after_s=_float(env, "RINGSIDE_PROCESS_DEAD_AFTER_SECONDS", 15.0),
+            sweep_interval_s=_float(env, "RINGSIDE_SWEEP_INTERVAL_SECONDS", 5.0),
+            hold_max_age_s=_float(env, "RINGSIDE_HOLD_MAX_AGE_SECONDS", 6 * 3600.0),
         )

@@ -5,7 +5,10 @@ CREATE TABLE developer (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     tier       TEXT NOT NULL CHECK (tier IN ('developer', 'pro')),
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- Pricing overrides: NULL markup_percent means the tier's default.
+    markup_percent  NUMERIC(9, 6) CHECK (markup_percent >= 0),
+    rate_multiplier NUMERIC(12, 6) NOT NULL DEFAULT 1 CHECK (rate_multiplier >= 0)
 );
 
 -- Keys are stored as SHA-256 digests; the plaintext is shown once, at creation.
@@ -20,6 +23,172 @@ CREATE TABLE api_key (
 );
 
 CREATE INDEX api_key_developer_idx ON api_key (developer_id);
+
+CREATE TABLE customer (
+    seq                      BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    id                       TEXT PRIMARY KEY,
+    developer_id             TEXT NOT NULL REFERENCES developer (id),
+    external_id              TEXT CHECK (length(external_id) BETWEEN 1 AND 256),
+    name                     TEXT,
+    email                    TEXT,
+    metadata                 JSONB NOT NULL DEFAULT '{}',
+    monthly_budget_usd       NUMERIC(18, 6) CHECK (monthly_budget_usd >= 0),
+    rpm_limit                INTEGER CHECK (rpm_limit > 0),
+    tpm_limit                INTEGER CHECK (tpm_limit > 0),
+    wallet_low_threshold_usd NUMERIC(18, 6) CHECK (wallet_low_threshold_usd >= 0),
+    -- Created by the first call that named an unknown customer.
+    stub                     BOOLEAN NOT NULL DEFAULT false,
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- Soft delete: the ledger and usage stay; the external id is free again.
+    deleted_at               TIMESTAMPTZ
+);
+
+CREATE UNIQUE INDEX customer_external_id_idx ON customer (developer_id, external_id)
+WHERE deleted_at IS NULL AND external_id IS NOT NULL;
+CREATE INDEX customer_developer_seq_idx ON customer (developer_id, seq) WHERE deleted_at IS NULL;
+
+-- A wallet exists from its first top-up on. customer_id NULL: the developer's own wallet.
+-- balance_usd is a cached sum of the wallet's transactions (a test recomputes it); held_usd
+-- is what open holds have reserved and not yet settled.
+CREATE TABLE wallet (
+    id           TEXT PRIMARY KEY,
+    developer_id TEXT NOT NULL REFERENCES developer (id),
+    customer_id  TEXT REFERENCES customer (id),
+    balance_usd  NUMERIC(18, 6) NOT NULL DEFAULT 0,
+    held_usd     NUMERIC(18, 6) NOT NULL DEFAULT 0 CHECK (held_usd >= 0),
+    -- Set when a wallet.low event was written; cleared when the balance is back above the
+    -- threshold, so each downward crossing notifies once.
+    low_notified BOOLEAN NOT NULL DEFAULT false,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE UNIQUE INDEX wallet_customer_idx ON wallet (customer_id) WHERE customer_id IS NOT NULL;
+CREATE UNIQUE INDEX wallet_developer_idx ON wallet (developer_id) WHERE customer_id IS NULL;
+
+-- Append-only: rows are inserted, never updated or deleted.
+CREATE TABLE wallet_transaction (
+    seq               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                TEXT NOT NULL UNIQUE,
+    wallet_id         TEXT NOT NULL REFERENCES wallet (id),
+    type              TEXT NOT NULL CHECK (type IN ('topup', 'debit', 'adjust', 'refund')),
+    amount_usd        NUMERIC(18, 6) NOT NULL,
+    balance_after_usd NUMERIC(18, 6) NOT NULL,
+    request_id        TEXT,
+    description       TEXT,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CHECK (type <> 'topup' OR amount_usd > 0),
+    CHECK (type <> 'debit' OR amount_usd < 0),
+    CHECK (type <> 'refund' OR amount_usd > 0)
+);
+
+CREATE INDEX wallet_transaction_wallet_idx ON wallet_transaction (wallet_id, seq);
+-- A call is debited at most once per wallet.
+CREATE UNIQUE INDEX wallet_transaction_debit_idx ON wallet_transaction (wallet_id, request_id)
+WHERE type = 'debit';
+
+-- Refunds of one call are summed under the wallet lock before another is written (their
+-- total never exceeds the call's debit): found by index, not by reading the whole ledger.
+CREATE INDEX wallet_transaction_refund_idx ON wallet_transaction (wallet_id, request_id)
+WHERE type = 'refund';
+
+-- Spend against a monthly budget (calendar month, UTC), kept for every attributed call.
+CREATE TABLE customer_budget_month (
+    customer_id       TEXT NOT NULL REFERENCES customer (id),
+    month             DATE NOT NULL,
+    spent_usd         NUMERIC(18, 6) NOT NULL DEFAULT 0,
+    held_usd          NUMERIC(18, 6) NOT NULL DEFAULT 0 CHECK (held_usd >= 0),
+    exceeded_notified BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (customer_id, month)
+);
+
+-- Webhook outbox: written in the same transaction as what caused the event; delivery is the
+-- worker's job.
+CREATE TABLE webhook_event (
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    developer_id TEXT NOT NULL REFERENCES developer (id),
+    type         TEXT NOT NULL,
+    data         JSONB NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX webhook_event_developer_idx ON webhook_event (developer_id, seq);
+
+-- Every web process registers here and beats every few seconds; the settlement worker
+-- treats the holds of a process whose heartbeat stopped as orphans.
+CREATE TABLE gateway_process (
+    id           TEXT PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    hostname     TEXT NOT NULL,
+    started_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One row per call in flight, durable before the provider is called; settling deletes it.
+CREATE TABLE billing_hold (
+    request_id               TEXT PRIMARY KEY,
+    process_id               TEXT NOT NULL,
+    developer_id             TEXT NOT NULL REFERENCES developer (id),
+    api_key_id               TEXT NOT NULL REFERENCES api_key (id),
+    customer_id              TEXT REFERENCES customer (id),
+    customer_ref             TEXT,
+    model_requested          TEXT NOT NULL,
+    model_resolved           TEXT NOT NULL,
+    provider                 TEXT NOT NULL,
+    upstream_model           TEXT NOT NULL,
+    stream                   BOOLEAN NOT NULL,
+    -- The call's worst case: what an orphaned hold is settled at.
+    cost_usd                 NUMERIC(24, 12) NOT NULL CHECK (cost_usd >= 0),
+    amount_usd               NUMERIC(18, 6) NOT NULL CHECK (amount_usd >= 0),
+    budget_month             DATE,
+    budget_held_usd          NUMERIC(18, 6) NOT NULL DEFAULT 0,
+    wallet_id                TEXT REFERENCES wallet (id),
+    wallet_held_usd          NUMERIC(18, 6) NOT NULL DEFAULT 0,
+    developer_wallet_id      TEXT REFERENCES wallet (id),
+    developer_wallet_held_usd NUMERIC(18, 6) NOT NULL DEFAULT 0,
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX billing_hold_process_idx ON billing_hold (process_id);
+
+-- Usage reports are read from here: kept current by ringside_settle, in the same transaction
+-- as the usage event. customer_id '' is usage no customer was named for.
+CREATE TABLE usage_daily (
+    developer_id        TEXT NOT NULL REFERENCES developer (id),
+    day                 DATE NOT NULL,
+    customer_id         TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    requests            BIGINT NOT NULL,
+    input_tokens        BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    output_tokens       BIGINT NOT NULL,
+    reasoning_tokens    BIGINT NOT NULL,
+    cost_usd            NUMERIC(30, 12) NOT NULL,
+    billable_usd        NUMERIC(24, 6) NOT NULL,
+    PRIMARY KEY (developer_id, day, customer_id, model)
+);
+
+CREATE INDEX usage_daily_customer_idx ON usage_daily (customer_id, day) WHERE customer_id <> '';
+
+-- Idempotency keys (Stripe's semantics), scoped per developer, kept 24 hours.
+CREATE TABLE idempotency_key (
+    developer_id     TEXT NOT NULL REFERENCES developer (id),
+    key              TEXT NOT NULL,
+    request_hash     BYTEA NOT NULL,
+    request_id       TEXT NOT NULL,
+    -- The process executing it while in flight; a key whose process died is not taken over
+    -- (its call was settled at its hold): the settlement worker stores an error to replay.
+    process_id       TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+    response_status  INTEGER,
+    response_headers JSONB,
+    response_body    BYTEA,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at       TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (developer_id, key)
+);
+
+CREATE INDEX idempotency_key_request_idx ON idempotency_key (request_id);
 
 -- Append-only. request_id is unique so a replayed write can never meter a call twice.
 CREATE TABLE usage_event (
@@ -37,15 +206,22 @@ CREATE TABLE usage_event (
     cached_input_tokens INTEGER NOT NULL CHECK (cached_input_tokens >= 0),
     output_tokens       INTEGER NOT NULL CHECK (output_tokens >= 0),
     reasoning_tokens    INTEGER NOT NULL CHECK (reasoning_tokens >= 0),
-    usage_source        TEXT NOT NULL CHECK (usage_source IN ('upstream', 'counted', 'none')),
+    usage_source        TEXT NOT NULL
+        CHECK (usage_source IN ('upstream', 'counted', 'none', 'reserved')),
     cost_usd            NUMERIC(24, 12) NOT NULL CHECK (cost_usd >= 0),
     latency_ms          INTEGER NOT NULL CHECK (latency_ms >= 0),
     status              TEXT NOT NULL
-        CHECK (status IN ('ok', 'upstream_error', 'client_aborted', 'timeout')),
+        CHECK (status IN ('ok', 'upstream_error', 'client_aborted', 'timeout', 'interrupted',
+                      'internal_error')),
     http_status         INTEGER NOT NULL,
-    created_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    customer_id         TEXT REFERENCES customer (id),
+    billable_usd        NUMERIC(18, 6) NOT NULL DEFAULT 0 CHECK (billable_usd >= 0)
 );
 
 CREATE INDEX usage_event_developer_created_idx ON usage_event (developer_id, created_at);
 CREATE INDEX usage_event_customer_created_idx ON usage_event (developer_id, customer_ref, created_at)
     WHERE customer_ref IS NOT NULL;
+
+-- The money functions (ringside_new_id, ringside_reserve, ringside_settle) are defined in
+-- sql/0002_customers_billing.sql.

@@ -23,7 +23,12 @@ from tests.simulator.server import RunningSimulator, open_simulator
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "ringside_template"
 # Each table's identity starts somewhere different, so a wrong join fails loudly.
-_SEQUENCE_STARTS = {"usage_event": 3000}
+_SEQUENCE_STARTS = {
+    "customer": ("seq", 1000),
+    "wallet_transaction": ("seq", 2000),
+    "usage_event": ("id", 3000),
+    "webhook_event": ("seq", 4000),
+}
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +87,8 @@ def template_url(server_url: str, redis_url: str) -> str:
             await db.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
         async with open_storage(with_database(server_url, TEMPLATE_DB), redis_url) as (db, _):
             await apply_migrations(db, ROOT / "sql")
-            for table, start in _SEQUENCE_STARTS.items():
-                await db.execute(f"ALTER TABLE {table} ALTER COLUMN id RESTART WITH {start}")
+            for table, (column, start) in _SEQUENCE_STARTS.items():
+                await db.execute(f"ALTER TABLE {table} ALTER COLUMN {column} RESTART WITH {start}")
 
     trio.run(build)
     return with_database(server_url, TEMPLATE_DB)

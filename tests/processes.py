@@ -8,8 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,13 @@ def base_env(extra: Mapping[str, str]) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+@dataclass(frozen=True)
+class CliResult:
+    status: int
+    stdout: str
+    stderr: str
 
 
 @dataclass
@@ -105,7 +112,7 @@ async def spawn_gateway(
             await process.wait()
 
 
-async def run_cli(env: Mapping[str, str], *args: str) -> Any:
+async def run_cli_unchecked(env: Mapping[str, str], *args: str) -> CliResult:
     result = await trio.run_process(
         [str(BIN / "ringside"), *args],
         env=base_env(env),
@@ -114,5 +121,33 @@ async def run_cli(env: Mapping[str, str], *args: str) -> Any:
         capture_stderr=True,
         check=False,
     )
-    assert result.returncode == 0, result.stderr.decode()
+    return CliResult(result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+async def run_cli(env: Mapping[str, str], *args: str) -> Any:
+    result = await run_cli_unchecked(env, *args)
+    assert result.status == 0, result.stderr
     return orjson.loads(result.stdout)
+
+
+async def run_to_exit(
+    cmd: Sequence[str], env: Mapping[str, str], output: Path, *, within: float
+) -> tuple[int, str]:
+    """Run ``cmd`` in a session of its own until it exits; return its status and what it wrote
+    (stdout and stderr, kept in ``output``). Still running after ``within`` seconds fails the
+    test (``trio.TooSlowError``); either way its process group is killed at the end, with
+    anything the command left behind."""
+    with output.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            list(cmd), env=base_env(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        with trio.fail_after(within):
+            await process.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    return process.returncode, await trio.Path(output).read_text()

@@ -6,15 +6,9 @@ envelope. The routes are read from the app itself, so a new endpoint is fuzzed t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +17,13 @@ from urllib.parse import quote_from_bytes
 
 import httpx
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ringside.factory import create_app
 from ringside.settings import Settings
-from ringside.store.bridge import open_storage
-from tests.conftest import with_database
-from tests.gateway import ADMIN_KEY, SIMULATED
-from tests.processes import BIN, ROOT, base_env, free_port
-from tests.simulator.providers import base_path
+from tests.gateway import ADMIN_KEY
+from tests.live import open_live_gateway
 
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 _METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
@@ -64,85 +54,22 @@ def _routes() -> list[tuple[str, tuple[str, ...]]]:
 ROUTES = _routes()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not become ready:\n{log.read_text()}")
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            cmd, env=base_env(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 @pytest.fixture(scope="module")
 def target(
     server_url: str, template_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
     """A real gateway process (and a simulator process) on a database of its own."""
-    name = f"fuzz_{secrets.token_hex(4)}"
-    tmp = tmp_path_factory.mktemp("fuzz")
-
-    async def database(statement: str) -> None:
-        async with open_storage(server_url, redis_url) as (db, _):
-            await db.execute(statement)
-
-    trio.run(database, f'CREATE DATABASE "{name}" TEMPLATE "ringside_template"')
-    sim_port, gw_port = free_port(), free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    env = {
-        "DATABASE_URL": with_database(server_url, name),
-        "REDIS_URL": redis_url,
-        "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
-        "RINGSIDE_DATA_DIR": str(tmp / "data"),
-    }
-    for provider in SIMULATED:
-        env[f"{provider.upper()}_BASE_URL"] = sim_url + base_path(provider)
-        env[f"{provider.upper()}_API_KEY"] = f"sk-{provider}-test"
-    sim_cmd = [sys.executable, "-m", "tests.simulator", "--port", str(sim_port)]
-    gw_cmd = [
-        str(BIN / "hypercorn"), "-k", "trio", "--bind", f"127.0.0.1:{gw_port}",
-        "--graceful-timeout", "2", "ringside:app",
-    ]  # fmt: skip
-    gw_log = tmp / "gateway.log"
-    try:
-        with (
-            _process(sim_cmd, env, tmp / "simulator.log"),
-            _process(gw_cmd, env, gw_log) as gw,
-        ):
-            url = f"http://127.0.0.1:{gw_port}"
-            _wait_ready(url, gw, gw_log)
-            r = httpx.post(
-                f"{url}/admin/v1/developers",
-                json={"name": "fuzz"},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    with open_live_gateway(server_url, redis_url, tmp_path_factory.mktemp("fuzz")) as live:
+        r = httpx.post(
+            f"{live.url}/admin/v1/developers",
+            json={"name": "fuzz"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        dev = r.json()
+        with httpx.Client(timeout=15) as client:
+            yield Target(
+                live.url, dev["api_key"]["key"], dev["id"], dev["api_key"]["id"], live.log, client
             )
-            dev = r.json()
-            with httpx.Client(timeout=15) as client:
-                yield Target(
-                    url, dev["api_key"]["key"], dev["id"], dev["api_key"]["id"], gw_log, client
-                )
-    finally:
-        trio.run(database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- strategies -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""``python -m workers [NAME...]``: run the named background workers in one nursery."""
+"""``python -m workers [NAME...]``: run the named background workers (all of them when none
+is named) in one nursery."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import trio
@@ -19,15 +21,18 @@ async def _run(names: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]):
+        sys.stdout.write(f"usage: python -m workers [NAME...]  (all of: {', '.join(WORKERS)})\n")
+        return 0
     unknown = [n for n in argv if n not in WORKERS]
-    if unknown or not argv:
-        available = ", ".join(sorted(WORKERS)) or "none in this release"
-        if unknown:
-            sys.stderr.write(f"unknown worker(s): {', '.join(unknown)}\n")
-        sys.stderr.write(f"usage: python -m workers NAME...  (available: {available})\n")
-        return 2 if unknown else 0
+    if unknown:
+        sys.stderr.write(
+            f"workers: unknown worker {', '.join(unknown)} (available: {', '.join(WORKERS)})\n"
+        )
+        return 2
     configure_logging()
-    trio.run(_run, argv)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
+        trio.run(_run, argv or list(WORKERS))
     return 0
 
 

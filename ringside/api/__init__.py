@@ -6,7 +6,20 @@ from quart import Blueprint
 
 from ringside.api.admin import admin_bp
 from ringside.api.chat import chat_bp
+from ringside.api.customers import customers_bp
+from ringside.api.embeddings import embeddings_bp
 from ringside.api.health import health_bp
 from ringside.api.models import models_bp
+from ringside.api.usage import usage_bp
+from ringside.api.wallets import wallets_bp
 
-BLUEPRINTS: tuple[Blueprint, ...] = (health_bp, chat_bp, models_bp, admin_bp)
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    health_bp,
+    chat_bp,
+    embeddings_bp,
+    models_bp,
+    customers_bp,
+    wallets_bp,
+    usage_bp,
+    admin_bp,
+)

@@ -1,13 +1,15 @@
-"""Admin API (``/admin/v1``), enabled by ``RINGSIDE_ADMIN_KEY``: developers and their keys."""
+"""Admin API (``/admin/v1``), enabled by ``RINGSIDE_ADMIN_KEY``: developers, their keys, pricing
+and wallets."""
 
 from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from ringside.api.common import json_response, read_json, services
-from ringside.domain import developers
+from ringside.api.common import json_response, read_json, request_log, services
+from ringside.domain import developers, wallets
 from ringside.domain.auth import check_admin
 from ringside.errors import NotFound
+from ringside.pagination import PageRequest
 
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
@@ -31,6 +33,49 @@ async def create_developer() -> Response:
 async def get_developer(developer_id: str) -> Response:
     dev = await developers.get_developer(services().db, developer_id)
     return json_response(developers.developer_json(dev))
+
+
+@admin_bp.patch("/developers/<developer_id>")
+async def update_developer(developer_id: str) -> Response:
+    svc = services()
+    changes = developers.parse_developer_changes(await read_json(exact=True))
+    dev = await developers.update_developer(svc.db, developer_id, changes)
+    # Cached key lookups carry the developer's tier and pricing: this process forgets them at
+    # once, every other one within its key-cache TTL.
+    svc.auth.forget_all()
+    return json_response(developers.developer_json(dev))
+
+
+@admin_bp.get("/developers/<developer_id>/wallet")
+async def get_wallet(developer_id: str) -> Response:
+    page = PageRequest.from_args(request.args)
+    view = await wallets.view(services().db, wallets.of_developer(developer_id), page)
+    return json_response(wallets.wallet_json(view))
+
+
+@admin_bp.post("/developers/<developer_id>/wallet/topup")
+async def topup_wallet(developer_id: str) -> Response:
+    movement = wallets.parse_topup(await read_json(exact=True))
+    tx = await wallets.topup(
+        services().db, wallets.of_developer(developer_id), movement, request_log().request_id
+    )
+    return json_response(wallets.transaction_json(tx))
+
+
+@admin_bp.post("/developers/<developer_id>/wallet/adjust")
+async def adjust_wallet(developer_id: str) -> Response:
+    movement = wallets.parse_adjust(await read_json(exact=True))
+    tx = await wallets.adjust(
+        services().db, wallets.of_developer(developer_id), movement, request_log().request_id
+    )
+    return json_response(wallets.transaction_json(tx))
+
+
+@admin_bp.post("/developers/<developer_id>/wallet/refund")
+async def refund_wallet(developer_id: str) -> Response:
+    spec = wallets.parse_refund(await read_json(exact=True))
+    tx = await wallets.refund(services().db, wallets.of_developer(developer_id), spec)
+    return json_response(wallets.transaction_json(tx))
 
 
 @admin_bp.get("/developers/<developer_id>/api_keys")

@@ -6,12 +6,19 @@ import trio
 from quart import Blueprint, Response, request
 
 from ringside.api.common import json_response, read_json, request_log, services
-from ringside.domain import chat
+from ringside.domain import chat, idempotency
+from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
+from ringside.errors import InvalidRequest
+from ringside.log import RequestLog
+from ringside.services import Services
 from ringside.tokens import TokenUsage
 
 chat_bp = Blueprint("chat", __name__)
+
+_SSE = "text/event-stream; charset=utf-8"
+_JSON = "application/json"
 
 
 @chat_bp.post("/v1/chat/completions")
@@ -20,7 +27,8 @@ async def create_chat_completion() -> Response:
     log = request_log()
     caller = await svc.auth.caller_from(request.headers)
     log.developer_id = caller.developer_id
-    req = ChatRequest.parse(await read_json(allow_nul=True))
+    body = await read_json(allow_nul=True)
+    req = ChatRequest.parse(body, request.content_length)
     log.model = req.model if isinstance(req.model, str) else ",".join(req.model)
     attempts = chat.plan(svc, req)
     ctx = CallContext(
@@ -32,10 +40,49 @@ async def create_chat_completion() -> Response:
         stream=req.stream,
         started=log.started,
     )
+    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    if key is None:
+        return await _serve(svc, caller, ctx, req, attempts, log, None)
+    if len(attempts.targets) > 1:
+        raise InvalidRequest(
+            "A model cascade cannot be combined with an Idempotency-Key (which model would a "
+            "retry replay?); name one model.",
+            code="fallback_with_idempotency_unsupported",
+            param="model",
+        )
+    started = await idempotency.begin(
+        svc.db,
+        developer_id=caller.developer_id,
+        key=key,
+        digest=idempotency.request_hash(request.path, body),
+        request_id=log.request_id,
+        process_id=svc.process_id,
+    )
+    if isinstance(started, idempotency.Replay):
+        headers = {**started.headers, "Idempotent-Replayed": "true"}
+        return Response(started.body, status=started.status, headers=headers)
+    try:
+        return await _serve(svc, caller, ctx, req, attempts, log, started)
+    except BaseException:
+        await started.release()  # nothing was billed: a retry runs afresh
+        raise
+
+
+async def _serve(
+    svc: Services,
+    caller: Caller,
+    ctx: CallContext,
+    req: ChatRequest,
+    attempts: chat.Attempts,
+    log: RequestLog,
+    claim: idempotency.Claim | None,
+) -> Response:
     if not req.stream:
-        done = await chat.complete(svc, ctx, req, attempts)
+        done = await chat.complete(svc, caller, ctx, req, attempts)
         log.resolved = done.resolved
         log.input_tokens, log.output_tokens = done.usage.input, done.usage.output
+        if claim is not None:
+            await claim.store(200, {**done.headers, "Content-Type": _JSON}, done.body)
         return json_response(done.body, headers=done.headers)
 
     def finished(outcome: str, status: int, usage: TokenUsage) -> None:
@@ -43,13 +90,16 @@ async def create_chat_completion() -> Response:
         log.input_tokens, log.output_tokens = usage.input, usage.output
         log.emit(trio.current_time())
 
-    streaming = await chat.open_stream(svc, ctx, req, attempts, finished)
+    streaming = await chat.open_stream(svc, caller, ctx, req, attempts, finished)
+    if claim is not None:
+        kept = {**streaming.headers, "Content-Type": _SSE}
+        streaming.relay.record(lambda sent: claim.store(200, kept, sent))
     log.resolved = streaming.resolved
     log.deferred = True
     response = Response(
         streaming.relay,
         headers={**streaming.headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        content_type="text/event-stream; charset=utf-8",
+        content_type=_SSE,
     )
     response.timeout = None  # a stream may outlive Quart's response timeout
     return response

@@ -61,7 +61,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-def _loads_exact(raw: bytes) -> Any:
+def _loads_exact(raw: str | bytes) -> Any:
     """JSON with every non-integer number as an exact Decimal (for bodies carrying money)."""
     try:
         return json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
@@ -69,9 +69,7 @@ def _loads_exact(raw: bytes) -> Any:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
 
 
-async def read_json(
-    *, optional: bool = False, allow_nul: bool = False, exact: bool = False
-) -> Any:
+async def read_json(*, optional: bool = False, allow_nul: bool = False, exact: bool = False) -> Any:
     """The JSON body. Strings with NUL characters are refused unless ``allow_nul`` (bodies
     that are relayed to a provider and never stored). ``exact`` parses non-integer numbers
     as Decimal, for bodies that carry money (orjson would make them floats)."""

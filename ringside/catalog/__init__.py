@@ -147,7 +147,8 @@ def _read(path: Path | None) -> list[dict[str, Any]]:
         text = resources.files(__package__).joinpath("models.json").read_text("utf-8")
     else:
         text = path.read_text("utf-8")
-    models: list[dict[str, Any]] = json.loads(text)["models"]
+    # Exact decimals: a price written as a JSON number never passes through a float.
+    models: list[dict[str, Any]] = json.loads(text, parse_float=Decimal)["models"]
     return models
 
 

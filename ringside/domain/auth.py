@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 import trio
@@ -32,6 +33,8 @@ class Caller:
     developer_id: str
     key_id: str
     tier: str
+    markup_percent: Decimal | None = None  # None: the tier's default
+    rate_multiplier: Decimal = Decimal(1)
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -58,20 +61,26 @@ class KeyAuthenticator:
         owner = await self._lookup(hash_api_key(token))
         if owner is None or owner.revoked:
             raise Unauthorized("Invalid or revoked API key.")
-        return Caller(developer_id=owner.developer_id, key_id=owner.key_id, tier=owner.tier)
+        return Caller(
+            developer_id=owner.developer_id,
+            key_id=owner.key_id,
+            tier=owner.tier,
+            markup_percent=owner.markup_percent,
+            rate_multiplier=owner.rate_multiplier,
+        )
 
     async def _lookup(self, key_hash: bytes) -> KeyOwner | None:
-        hit = self._cache.get(key_hash)
-        if hit is not None and hit[0] > trio.current_time():
-            return hit[1]
         # One query per key per expiry, however many requests arrive meanwhile: the others
-        # wait for it rather than stampeding the pool.
-        pending = self._pending.get(key_hash)
-        if pending is not None:
-            await pending.wait()
+        # wait for it rather than stampeding the pool. If the one querying is cancelled (its
+        # client left), a waiter takes over; the loop makes sure only one does.
+        while True:
             hit = self._cache.get(key_hash)
             if hit is not None and hit[0] > trio.current_time():
                 return hit[1]
+            pending = self._pending.get(key_hash)
+            if pending is None:
+                break
+            await pending.wait()
         done = self._pending[key_hash] = trio.Event()
         try:
             owner = await select_key_owner(self._db, key_hash)

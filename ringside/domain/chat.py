@@ -1,7 +1,9 @@
-"""Chat completions: resolve the model, call the provider, relay the answer, meter the call.
+"""Chat completions: resolve the model, hold the call's worst case, call the provider, relay
+the answer, settle the call.
 
-Exactly one usage event is recorded per request, whatever happens: success, upstream error,
-timeout, or a client that went away (``client_aborted``, with whatever usage was seen).
+Every call that passed its reservation is settled exactly once, whatever happens: success,
+upstream error, timeout, or a client that went away (``client_aborted``, with whatever usage
+was seen); the settlement writes its one usage event.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import TypeVar
 import httpx
 import trio
 
+from ringside.domain import billing
+from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
-from ringside.domain.metering import CallContext, usage_event
+from ringside.domain.metering import CallContext
 from ringside.domain.modelrefs import ResolvedModel, resolve_all
 from ringside.domain.stream_relay import Finished, StreamRelay
 from ringside.errors import (
@@ -105,79 +109,110 @@ def customer_ref(header: str | None, user: str | None) -> str | None:
 
 
 async def complete(
-    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts
+    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: Attempts
 ) -> Completion:
-    """Non-streaming completion, walking the cascade on provider failures."""
-    target, reply = await _walk(svc, ctx, attempts, lambda t: _call_once(svc, t, req))
-    raw_usage = reply.data.get("usage")
-    if isinstance(raw_usage, dict):
-        usage, source = TokenUsage.from_openai(raw_usage), "upstream"
-    else:
-        chars = openai_compat.choices_text_chars(reply.data.get("choices"), "message")
-        usage, source = req.counted_usage(chars), "counted"
-    svc.meter.record(
-        usage_event(ctx, target, usage, usage_source=source, status="ok", http_status=200)
-    )
-    return Completion(reply.body, attempts.headers(), usage, target.ref)
+    """Non-streaming completion, walking the cascade on provider failures; the call is held
+    before the first provider is contacted and settled once, however it ends."""
+    hold = await _reserve(svc, caller, ctx, req, attempts)
+    outcome: billing.Outcome | None = None
+    try:
+        target, reply = await _walk(attempts, lambda t: _call_once(svc, t, req, ctx.request_id))
+        raw_usage = reply.data.get("usage")
+        if isinstance(raw_usage, dict):
+            usage, source = TokenUsage.from_openai(raw_usage), "upstream"
+        else:
+            chars = openai_compat.choices_text_chars(reply.data.get("choices"), "message")
+            usage, source = req.counted_usage(chars), "counted"
+        outcome = billing.Outcome(target, usage, source, "ok", 200)
+    except RingsideError as exc:
+        outcome = _failed(attempts, exc)
+        raise
+    except Exception:
+        outcome = _broken(attempts)  # a bug: recorded as such, never as the client's leaving
+        raise
+    finally:
+        charged = await billing.settle(svc.db, svc.pricing, hold, outcome or _aborted(attempts))
+    headers = {**attempts.headers(), **charged.headers(hold)}
+    return Completion(reply.body, headers, usage, target.ref)
 
 
 async def open_stream(
-    svc: Services, ctx: CallContext, req: ChatRequest, attempts: Attempts, on_finish: Finished
+    svc: Services,
+    caller: Caller,
+    ctx: CallContext,
+    req: ChatRequest,
+    attempts: Attempts,
+    on_finish: Finished,
 ) -> StreamingCompletion:
     """Open the upstream stream (falling back while nothing has been sent) and hand back a
-    relay that meters the call when it ends, however it ends."""
-    target, response = await _walk(svc, ctx, attempts, lambda t: _open_once(svc, t, req))
-    relay = StreamRelay(svc, ctx, req, target, response, on_finish)
-    return StreamingCompletion(relay, attempts.headers(), target.ref)
+    relay that settles the call when it ends, however it ends."""
+    hold = await _reserve(svc, caller, ctx, req, attempts)
+    outcome: billing.Outcome | None = None
+    handed_over = False
+    try:
+        target, response = await _walk(attempts, lambda t: _open_once(svc, t, req, ctx.request_id))
+        relay = StreamRelay(svc, ctx, req, target, response, on_finish, hold)
+        handed_over = True
+    except RingsideError as exc:
+        outcome = _failed(attempts, exc)
+        raise
+    except Exception:
+        outcome = _broken(attempts)
+        raise
+    finally:
+        if not handed_over:  # failed, or the client went away while a provider answered
+            await billing.settle(svc.db, svc.pricing, hold, outcome or _aborted(attempts))
+    return StreamingCompletion(relay, {**attempts.headers(), **hold.headers()}, target.ref)
+
+
+async def _reserve(
+    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: Attempts
+) -> billing.Hold:
+    bounds = billing.CallBounds(req.size, req.max_output_tokens, req.choices)
+    return await billing.reserve(
+        svc.db, svc.pricing, svc.process_id, caller, ctx, attempts.targets, bounds
+    )
 
 
 async def _walk(
-    svc: Services,
-    ctx: CallContext,
-    attempts: Attempts,
-    attempt: Callable[[ResolvedModel], Awaitable[T]],
+    attempts: Attempts, attempt: Callable[[ResolvedModel], Awaitable[T]]
 ) -> tuple[ResolvedModel, T]:
-    """Try the cascade's models in order, moving on after provider failures. A request that
-    fails here is metered here (the last model tried, no tokens), and so is one whose client
-    went away meanwhile (``client_aborted``); on success the caller meters."""
-    handed_over = False
+    """Try the cascade's models in order, moving on after provider failures."""
     last_error: RingsideError | None = None
-    try:
-        for target in attempts.targets:
-            attempts.tried.append(target)
-            try:
-                result = await attempt(target)
-            except _FALLBACK_ON as exc:
-                last_error = exc
-                continue
-            handed_over = True
-            return target, result
-        assert last_error is not None
-        raise last_error
-    except RingsideError as exc:
-        handed_over = True
-        status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-        _record(svc, ctx, attempts, status, exc.status)
-        raise
-    finally:
-        if not handed_over:  # cancelled: the client disconnected while a provider answered
-            _record(svc, ctx, attempts, "client_aborted", 499)
+    for target in attempts.targets:
+        attempts.tried.append(target)
+        try:
+            return target, await attempt(target)
+        except _FALLBACK_ON as exc:
+            last_error = exc
+    assert last_error is not None
+    raise last_error
 
 
-def _record(svc: Services, ctx: CallContext, attempts: Attempts, status: str, http: int) -> None:
-    if attempts.tried:
-        event = usage_event(
-            ctx, attempts.tried[-1], TokenUsage(), usage_source="none", status=status,
-            http_status=http,
-        )  # fmt: skip
-        svc.meter.record(event)
+def _last(attempts: Attempts) -> ResolvedModel:
+    return attempts.tried[-1] if attempts.tried else attempts.targets[0]
+
+
+def _failed(attempts: Attempts, exc: RingsideError) -> billing.Outcome:
+    status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+    return billing.Outcome(_last(attempts), TokenUsage(), "none", status, exc.status)
+
+
+def _broken(attempts: Attempts) -> billing.Outcome:
+    return billing.Outcome(_last(attempts), TokenUsage(), "none", "internal_error", 500)
+
+
+def _aborted(attempts: Attempts) -> billing.Outcome:
+    return billing.Outcome(_last(attempts), TokenUsage(), "none", "client_aborted", 499)
 
 
 async def _call_once(
-    svc: Services, target: ResolvedModel, req: ChatRequest
+    svc: Services, target: ResolvedModel, req: ChatRequest, request_id: str
 ) -> openai_compat.JsonReply:
     cfg = _provider(svc, target)
-    request = openai_compat.build_chat_request(svc.http, cfg, target.model.model, req.body, False)
+    request = openai_compat.build_chat_request(
+        svc.http, cfg, target.model.model, req.body, False, request_id=request_id
+    )
     with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
         return await openai_compat.send_chat(svc.http, cfg.spec.name, request)
     assert scope.cancelled_caught
@@ -186,7 +221,9 @@ async def _call_once(
     )
 
 
-async def _open_once(svc: Services, target: ResolvedModel, req: ChatRequest) -> httpx.Response:
+async def _open_once(
+    svc: Services, target: ResolvedModel, req: ChatRequest, request_id: str
+) -> httpx.Response:
     cfg = _provider(svc, target)
     request = openai_compat.build_chat_request(
         svc.http,
@@ -194,6 +231,7 @@ async def _open_once(svc: Services, target: ResolvedModel, req: ChatRequest) -> 
         target.model.model,
         req.body,
         True,
+        request_id=request_id,
         idle_timeout_s=svc.settings.stream_idle_timeout_s,
     )
     with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastjsonschema
+import orjson
 
 from ringside.errors import InvalidRequest
 from ringside.tokens import TokenUsage, estimate_tokens
@@ -130,6 +131,17 @@ class ChatRequest:
     stream: bool
     include_usage: bool  # did the client ask for the usage chunk?
     user: str | None
+    size: int  # bytes of the request body: a bound on its prompt tokens
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        limit = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+        return limit if isinstance(limit, int) else None
+
+    @property
+    def choices(self) -> int:
+        n = self.body.get("n")
+        return n if isinstance(n, int) and n > 0 else 1
 
     def counted_usage(self, output_chars: int) -> TokenUsage:
         """Usage counted from text, for providers (or aborted streams) that report none."""
@@ -139,7 +151,7 @@ class ChatRequest:
         )
 
     @classmethod
-    def parse(cls, body: Any) -> ChatRequest:
+    def parse(cls, body: Any, size: int | None = None) -> ChatRequest:
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         try:
@@ -155,6 +167,7 @@ class ChatRequest:
             stream=bool(body.get("stream")),
             include_usage=bool(stream_options.get("include_usage")),
             user=body.get("user"),
+            size=size if size is not None else len(orjson.dumps(body)),
         )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ringside import validation
 from ringside.errors import InvalidRequest, NotFound
 from ringside.ids import API_KEY_PREFIX, hash_api_key, new_api_key, new_id
 from ringside.store import developers as store
@@ -12,6 +15,10 @@ from ringside.store.bridge import Database
 from ringside.store.developers import ApiKeyRow, DeveloperRow
 
 TIERS = ("developer", "pro")
+# What the columns hold: NUMERIC(9, 6) and NUMERIC(12, 6).
+_MAX_MARKUP = Decimal("999.999999")
+_MAX_MULTIPLIER = Decimal("999999.999999")
+_SIX = Decimal("0.000001")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ def developer_json(row: DeveloperRow) -> dict[str, Any]:
         "name": row.name,
         "tier": row.tier,
         "created": int(row.created_at.timestamp()),
+        "markup_percent": None if row.markup_percent is None else str(row.markup_percent),
+        "rate_multiplier": str(row.rate_multiplier),
     }
 
 
@@ -58,6 +67,44 @@ def parse_developer_spec(body: Any) -> tuple[str, str]:
     if tier not in TIERS:
         raise InvalidRequest(f"'tier' must be one of {', '.join(TIERS)}.", param="tier")
     return name.strip(), tier
+
+
+def _rate(value: Any, param: str, maximum: Decimal) -> Decimal:
+    """A non-negative decimal with at most 6 decimals (a string or an exact JSON number)."""
+    message = f"'{param}' must be a decimal from 0 to {maximum} with at most 6 decimals."
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InvalidRequest(message, param=param)
+    try:
+        rate = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise InvalidRequest(message, param=param) from None
+    if not rate.is_finite() or not 0 <= rate <= maximum or rate != rate.quantize(_SIX):
+        raise InvalidRequest(message, param=param)
+    return rate.quantize(_SIX)
+
+
+def parse_developer_changes(body: Any) -> dict[str, Any]:
+    """A PATCH of a developer: name, tier, and the pricing overrides (``markup_percent`` null:
+    the tier's default; ``rate_multiplier`` null: 1)."""
+    obj = validation.body_object(body, ("name", "tier", "markup_percent", "rate_multiplier"))
+    changes: dict[str, Any] = {}
+    if "name" in obj:
+        changes["name"] = validation.text(obj["name"], "name", max_len=200).strip()
+    if "tier" in obj:
+        if obj["tier"] not in TIERS:
+            raise InvalidRequest(f"'tier' must be one of {', '.join(TIERS)}.", param="tier")
+        changes["tier"] = obj["tier"]
+    if "markup_percent" in obj:
+        value = obj["markup_percent"]
+        changes["markup_percent"] = (
+            None if value is None else _rate(value, "markup_percent", _MAX_MARKUP)
+        )
+    if "rate_multiplier" in obj:
+        value = obj["rate_multiplier"]
+        changes["rate_multiplier"] = (
+            Decimal(1) if value is None else _rate(value, "rate_multiplier", _MAX_MULTIPLIER)
+        )
+    return changes
 
 
 def parse_key_name(body: Any) -> str | None:
@@ -101,6 +148,17 @@ async def get_developer(db: Database, developer_id: str) -> DeveloperRow:
     if dev is None:
         raise NotFound(f"No developer {developer_id!r}.")
     return dev
+
+
+async def update_developer(
+    db: Database, developer_id: str, changes: dict[str, Any]
+) -> DeveloperRow:
+    """Apply a PATCH. Key caches carry the tier and pricing: the caller forgets its own."""
+    async with db.transaction() as conn:
+        dev = await store.select_developer(conn, developer_id, for_update=True)
+        if dev is None:
+            raise NotFound(f"No developer {developer_id!r}.")
+        return await store.update_developer(conn, dataclasses.replace(dev, **changes))
 
 
 async def add_key(db: Database, developer_id: str, name: str | None) -> NewKey:

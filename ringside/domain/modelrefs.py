@@ -99,10 +99,13 @@ def _direct(catalog: Catalog, body: str, requested: str) -> ModelInfo:
             pricing=_FREE,
             capabilities=frozenset({"chat", "streaming"}),
         )
+    if provider == "ollama" or not _LOCAL_MODEL.match(model):
+        raise InvalidModelRef(f"Malformed model name in {requested!r}.", param="model")
     raise InvalidModelRef(
         f"Model {requested!r} is not in the catalog, so it cannot be priced. See GET /v1/models, "
         "or add it with a catalog override (RINGSIDE_CATALOG).",
         param="model",
+        code="unknown_model_pricing",
     )
 
 

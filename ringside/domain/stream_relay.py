@@ -1,16 +1,17 @@
-"""Relaying an upstream SSE stream to the client in OpenAI's exact framing, metering it once."""
+"""Relaying an upstream SSE stream to the client in OpenAI's exact framing, settling it once."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
 import trio
 
+from ringside.domain import billing
 from ringside.domain.chat_request import ChatRequest
-from ringside.domain.metering import CallContext, usage_event
+from ringside.domain.metering import CallContext
 from ringside.domain.modelrefs import ResolvedModel
 from ringside.errors import RingsideError, UpstreamTimeout, UpstreamUnavailable
 from ringside.services import Services
@@ -22,10 +23,10 @@ Finished = Callable[[str, int, TokenUsage], None]
 
 
 class StreamRelay:
-    """Relays upstream SSE to the client in OpenAI's exact framing and meters the call once.
+    """Relays upstream SSE to the client in OpenAI's exact framing and settles the call once.
 
     Quart calls ``aclose`` when the body ends or the client disconnects (the handler is then
-    cancelled, which aborts the upstream read); ``aclose`` records the usage seen so far.
+    cancelled, which aborts the upstream read); ``aclose`` settles for the usage seen so far.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class StreamRelay:
         target: ResolvedModel,
         response: httpx.Response,
         on_finish: Finished,
+        hold: billing.Hold,
     ) -> None:
         self._svc = svc
         self._ctx = ctx
@@ -43,17 +45,35 @@ class StreamRelay:
         self._target = target
         self._response = response
         self._on_finish = on_finish
+        self._hold = hold
+        self._outcome: billing.Outcome | None = None
         self._reads = response.aiter_raw()
         self._decoder = openai_compat.SSEDecoder()
         self._usage: TokenUsage | None = None
         self._output_chars = 0
         self._status: str | None = None  # set when the stream ended: "ok" or a failure
-        self._finished = False
+        self._settled = False
+        self._recorder: Callable[[bytes], Awaitable[None]] | None = None
+        self._sent: list[bytes] = []
+
+    def record(self, recorder: Callable[[bytes], Awaitable[None]]) -> None:
+        """Keep every byte sent and hand them to ``recorder`` once the stream has ended and
+        been settled (an idempotent request stores its answer for replay)."""
+        self._recorder = recorder
 
     def __aiter__(self) -> StreamRelay:
         return self
 
     async def __anext__(self) -> bytes:
+        try:
+            return await self._next()
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            self._finish("internal_error", 500)  # a bug, not the client leaving
+            raise
+
+    async def _next(self) -> bytes:
         while self._status is None:
             try:
                 chunk = await anext(self._reads, None)
@@ -76,7 +96,10 @@ class StreamRelay:
                 if shown is not None:
                     out.append(b"data: " + shown + b"\n\n")
             if out:
-                return b"".join(out)
+                sent = b"".join(out)
+                if self._recorder is not None:
+                    self._sent.append(sent)
+                return sent
         if self._status == "ok":
             # Read the upstream body to its end so its connection goes back to the pool (a
             # stream closed unread costs a new TCP connection on the next call).
@@ -112,33 +135,33 @@ class StreamRelay:
         self._status = status
         self._finish(status, error.status)
         body = error.envelope(self._ctx.request_id)
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        sent = b"data: " + orjson.dumps(body) + b"\n\n"
+        if self._recorder is not None:
+            self._sent.append(sent)
+        return sent
 
     def _finish(self, status: str, http_status: int) -> None:
-        if self._finished:
+        if self._outcome is not None:
             return
-        self._finished = True
         if self._usage is not None:
             usage, source = self._usage, "upstream"
         else:
             usage, source = self._req.counted_usage(self._output_chars), "counted"
-        self._svc.meter.record(
-            usage_event(
-                self._ctx,
-                self._target,
-                usage,
-                usage_source=source,
-                status=status,
-                http_status=http_status,
-            )
-        )
+        self._outcome = billing.Outcome(self._target, usage, source, status, http_status)
         self._on_finish(status, http_status, usage)
 
     async def aclose(self) -> None:
-        if not self._finished:
+        if self._outcome is None:
             # Not finished by [DONE] or by an upstream failure: the client went away.
             ok = self._status == "ok"
             self._finish("ok" if ok else "client_aborted", 200 if ok else 499)
+        assert self._outcome is not None
+        outcome = self._outcome
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._reads.aclose()  # type: ignore[attr-defined]
             await self._response.aclose()
+        if not self._settled:
+            self._settled = True
+            await billing.settle(self._svc.db, self._svc.pricing, self._hold, outcome)
+            if self._recorder is not None:
+                await self._recorder(b"".join(self._sent))

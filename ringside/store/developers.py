@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from ringside.store.bridge import Conn, Database
 
@@ -14,6 +15,9 @@ class DeveloperRow:
     name: str
     tier: str
     created_at: datetime
+    # Pricing overrides: None is the tier's default markup.
+    markup_percent: Decimal | None
+    rate_multiplier: Decimal
 
 
 @dataclass(frozen=True)
@@ -34,13 +38,25 @@ class KeyOwner:
     developer_id: str
     tier: str
     revoked: bool
+    markup_percent: Decimal | None
+    rate_multiplier: Decimal
 
 
-_INSERT_DEVELOPER = """
+_DEVELOPER = "id, name, tier, created_at, markup_percent, rate_multiplier"
+
+_INSERT_DEVELOPER = f"""
     INSERT INTO developer (id, name, tier) VALUES ($1, $2, $3)
- RETURNING id, name, tier, created_at"""
+ RETURNING {_DEVELOPER}"""
 
-_SELECT_DEVELOPER = "SELECT id, name, tier, created_at FROM developer WHERE id = $1"
+_SELECT_DEVELOPER = f"SELECT {_DEVELOPER} FROM developer WHERE id = $1"
+# NO KEY: the id never changes, so inserts referencing the developer (keys, wallets, customers)
+# need not wait for a PATCH.
+_SELECT_DEVELOPER_FOR_UPDATE = f"{_SELECT_DEVELOPER} FOR NO KEY UPDATE"
+
+_UPDATE_DEVELOPER = f"""
+    UPDATE developer SET name = $2, tier = $3, markup_percent = $4, rate_multiplier = $5
+     WHERE id = $1
+ RETURNING {_DEVELOPER}"""
 
 _INSERT_KEY = """
     INSERT INTO api_key (id, developer_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
@@ -56,7 +72,8 @@ _SELECT_KEYS = """
       FROM api_key WHERE developer_id = $1 ORDER BY created_at, id"""
 
 _SELECT_KEY_OWNER = """
-    SELECT k.id AS key_id, k.developer_id, d.tier, k.revoked_at IS NOT NULL AS revoked
+    SELECT k.id AS key_id, k.developer_id, d.tier, k.revoked_at IS NOT NULL AS revoked,
+           d.markup_percent, d.rate_multiplier
       FROM api_key AS k JOIN developer AS d ON d.id = k.developer_id
      WHERE k.key_hash = $1"""
 
@@ -67,9 +84,21 @@ async def insert_developer(conn: Conn, *, id: str, name: str, tier: str) -> Deve
     return DeveloperRow(**dict(row))
 
 
-async def select_developer(conn: Conn | Database, developer_id: str) -> DeveloperRow | None:
-    row = await conn.fetchrow(_SELECT_DEVELOPER, developer_id)
+async def select_developer(
+    conn: Conn | Database, developer_id: str, *, for_update: bool = False
+) -> DeveloperRow | None:
+    query = _SELECT_DEVELOPER_FOR_UPDATE if for_update else _SELECT_DEVELOPER
+    row = await conn.fetchrow(query, developer_id)
     return DeveloperRow(**dict(row)) if row else None
+
+
+async def update_developer(conn: Conn, row: DeveloperRow) -> DeveloperRow:
+    """Write a developer's name, tier and pricing overrides."""
+    record = await conn.fetchrow(
+        _UPDATE_DEVELOPER, row.id, row.name, row.tier, row.markup_percent, row.rate_multiplier
+    )
+    assert record is not None
+    return DeveloperRow(**dict(record))
 
 
 async def insert_api_key(

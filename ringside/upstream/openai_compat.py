@@ -1,7 +1,7 @@
-"""Adapter for every provider that speaks the OpenAI Chat Completions wire format
-(OpenAI itself, Azure OpenAI's deployment URLs, and the OpenAI-compatible providers).
+"""Adapter for every provider that speaks the OpenAI Chat Completions and Embeddings wire
+formats (OpenAI itself, Azure OpenAI's deployment URLs, and the OpenAI-compatible providers).
 
-The client's body is forwarded with only ``model`` rewritten (and, for streams,
+The client's body is forwarded with only ``model`` rewritten (and, for chat streams,
 ``stream_options.include_usage`` forced on so the call can be metered); unknown fields pass
 through untouched. Provider keys go only to their own provider; the gateway key never leaves.
 """
@@ -43,6 +43,19 @@ def _chat_url(base_url: str, azure: bool, api_version: str | None, model: str) -
     return httpx.URL(f"{base_url}/chat/completions")
 
 
+def embeddings_url(cfg: ProviderConfig, model: str) -> httpx.URL:
+    return _embeddings_url(cfg.base_url, cfg.spec.wire is Wire.AZURE, cfg.api_version, model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _embeddings_url(base_url: str, azure: bool, api_version: str | None, model: str) -> httpx.URL:
+    if azure:
+        return httpx.URL(
+            f"{base_url}/openai/deployments/{model}/embeddings?api-version={api_version}"
+        )
+    return httpx.URL(f"{base_url}/embeddings")
+
+
 def auth_headers(cfg: ProviderConfig) -> dict[str, str]:
     key = cfg.keys.next_key()
     if key is None:
@@ -64,6 +77,7 @@ def build_chat_request(
     body: dict[str, Any],
     stream: bool,
     *,
+    request_id: str | None = None,
     idle_timeout_s: float | None = None,
 ) -> httpx.Request:
     """The upstream request. ``idle_timeout_s`` bounds each network read of a stream: httpcore
@@ -82,6 +96,9 @@ def build_chat_request(
     headers = auth_headers(cfg)
     headers["content-type"] = _JSON
     headers["accept"] = "text/event-stream" if stream else _JSON
+    if request_id is not None:
+        # OpenAI's header for a caller's own request id: the provider's logs and ours agree.
+        headers["x-client-request-id"] = request_id
     timeout = httpx.Timeout(None, connect=10.0, read=idle_timeout_s)
     return client.build_request(
         "POST",
@@ -89,6 +106,35 @@ def build_chat_request(
         content=orjson.dumps(upstream_body),
         headers=headers,
         timeout=timeout,
+    )
+
+
+def build_embeddings_request(
+    client: httpx.AsyncClient,
+    cfg: ProviderConfig,
+    model: str,
+    body: dict[str, Any],
+    *,
+    request_id: str | None = None,
+) -> httpx.Request:
+    """The upstream ``POST .../embeddings``: the client's body with ``model`` rewritten."""
+    if not cfg.base_url:
+        raise NoActiveProviderKeys(
+            f"Provider {cfg.spec.name!r} has no base URL (set {cfg.spec.name.upper()}_BASE_URL)."
+        )
+    upstream_body = dict(body)
+    upstream_body["model"] = model
+    headers = auth_headers(cfg)
+    headers["content-type"] = _JSON
+    headers["accept"] = _JSON
+    if request_id is not None:
+        headers["x-client-request-id"] = request_id
+    return client.build_request(
+        "POST",
+        embeddings_url(cfg, model),
+        content=orjson.dumps(upstream_body),
+        headers=headers,
+        timeout=httpx.Timeout(None, connect=10.0),
     )
 
 
@@ -192,6 +238,14 @@ async def send_chat(client: httpx.AsyncClient, provider: str, request: httpx.Req
     if not isinstance(data, dict):
         raise UpstreamError(f"{provider} returned an unexpected body.")
     return JsonReply(body, data)
+
+
+async def send_embeddings(
+    client: httpx.AsyncClient, provider: str, request: httpx.Request
+) -> JsonReply:
+    """The same JSON exchange as a plain chat call: the body comes back verbatim, errors are
+    mapped to Ringside's."""
+    return await send_chat(client, provider, request)
 
 
 async def open_chat_stream(

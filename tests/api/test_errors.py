@@ -79,7 +79,6 @@ async def test_bad_bodies_are_400_invalid_request(
         "openai/gpt-4o",
         "fc:nosuch/model",
         "fc:openai",
-        "fc:openai/not-a-real-model",
         "slot:missing",
         "match:openai",
         "match:anthropic/sonnet>=99",
@@ -97,6 +96,20 @@ async def test_bad_model_refs(gateway: RunningGateway, model: Any) -> None:
     )
     assert error["param"] == "model"
     assert gateway.sim.chats() == []
+
+
+async def test_a_model_the_catalog_cannot_price_never_reaches_a_provider(
+    gateway: RunningGateway,
+) -> None:
+    key = await gateway.new_key()
+    for model in ("fc:openai/not-a-real-model", ["fc:openai/gpt-4o-mini", "fc:groq/nope"]):
+        error = assert_envelope(
+            await post(gateway, key, {**GOOD, "model": model}), 400, "unknown_model_pricing"
+        )
+        assert error["param"] == "model"
+        assert "RINGSIDE_CATALOG" in error["message"]
+    assert gateway.sim.chats() == []
+    assert await gateway.services.db.fetchval("SELECT count(*) FROM billing_hold") == 0
 
 
 async def test_bare_model_name_through_the_sdk(gateway: RunningGateway) -> None:

@@ -1,5 +1,5 @@
-"""A protocol-faithful fake of the OpenAI Chat Completions wire, as served by OpenAI and by
-OpenAI-compatible providers, for Ringside's tests and benchmark.
+"""A protocol-faithful fake of the OpenAI Chat Completions (and Embeddings) wire, as served by
+OpenAI and by OpenAI-compatible providers, for Ringside's tests and benchmark.
 
 Each provider lives under a first path segment (``providers.PROVIDER_BASES``), e.g.
 ``POST /groq/openai/v1/chat/completions``; Azure is
@@ -17,9 +17,16 @@ prompt_tokens/completion_tokens/total_tokens/cached_tokens/reasoning_tokens), ``
 ``stream_error_after`` (drop the connection after N content chunks), ``reasoning_tokens``
 (added to completion_tokens and reported in its details, as OpenAI does).
 
+Embeddings: ``POST <base>/embeddings`` (Azure: ``.../deployments/{deployment}/embeddings``)
+answers OpenAI's ``CreateEmbeddingResponse`` with deterministic unit vectors (a seeded hash of
+each input), ``dimensions`` and ``encoding_format`` (``float`` | ``base64``) honoured, and
+``prompt_tokens`` = whitespace words (token ids for token-array inputs); directives in string
+inputs work as above where they make sense (``status``, ``error``, ``headers``, ``delay``,
+``hang``, ``usage``, ``no_usage``). See ``embedding.py``.
+
 Usage: ``async with open_simulator() as running: running.base_url("openai")``; inspect
-``running.sim.received``, ``open_streams``, ``cancelled_streams``. Standalone:
-``python -m tests.simulator --port 9100``.
+``running.sim.received`` (or ``chats()`` / ``embeddings()``), ``open_streams``,
+``cancelled_streams``. Standalone: ``python -m tests.simulator --port 9100``.
 """
 
 from __future__ import annotations

@@ -16,11 +16,15 @@ from urllib.parse import parse_qs
 import trio
 
 from .completion import Plan, SimError, dumps, error_type_for, loads, make_plan, rand_id
+from .embedding import EmbeddingPlan, embedding_body, make_embedding_plan
 from .providers import (
     AZURE,
+    AZURE_DEPLOYMENT_KINDS,
     AZURE_DEPLOYMENTS_PREFIX,
     CHAT,
     CHAT_SUFFIX,
+    EMBEDDINGS_SUFFIX,
+    MODELS,
     NO_AUTH_PROVIDERS,
     PROVIDER_BASES,
     ROUTES,
@@ -98,9 +102,11 @@ class _Flow:
 
 
 class Simulator:
-    """ASGI app faking OpenAI-compatible Chat Completions providers (see package docstring).
+    """ASGI app faking OpenAI-compatible Chat Completions and Embeddings providers (see the
+    package docstring).
 
-    ``defaults`` is a directive dict applied to every chat request (request directives win),
+    ``defaults`` is a directive dict applied to every chat and embeddings request (request
+    directives win),
     e.g. ``{"delay": 0.05}`` for a benchmark upstream with latency.
     """
 
@@ -126,6 +132,14 @@ class Simulator:
             r
             for r in self.received
             if r.path.endswith(CHAT_SUFFIX) and (provider is None or r.provider == provider)
+        ]
+
+    def embeddings(self, provider: str | None = None) -> list[Received]:
+        """Recorded embeddings requests, optionally for one provider."""
+        return [
+            r
+            for r in self.received
+            if r.path.endswith(EMBEDDINGS_SUFFIX) and (provider is None or r.provider == provider)
         ]
 
     async def wait_until(self, predicate: Callable[[Simulator], bool], within: float = 5.0) -> None:
@@ -161,14 +175,8 @@ class Simulator:
                 parsed = _UNPARSED
         route = ROUTES.get(path)
         deployment: str | None = None
-        if (
-            route is None
-            and path.startswith(AZURE_DEPLOYMENTS_PREFIX)
-            and path.endswith(CHAT_SUFFIX)
-        ):
-            deployment = path[len(AZURE_DEPLOYMENTS_PREFIX) : -len(CHAT_SUFFIX)]
-            if deployment and "/" not in deployment:
-                route = (AZURE, CHAT)
+        if route is None and path.startswith(AZURE_DEPLOYMENTS_PREFIX):
+            route, deployment = _azure_route(path)
         provider = route[0] if route else path.lstrip("/").partition("/")[0]
         if self.record:
             query = scope.get("query_string", b"").decode("latin-1")
@@ -188,24 +196,28 @@ class Simulator:
                 raise SimError(404, f"Invalid URL ({method} {path})")
             if provider == AZURE and not _has_api_version(scope.get("query_string", b"")):
                 raise SimError(404, "Resource not found", code="404")
-            if method != ("POST" if route[1] == CHAT else "GET"):
+            if method != ("GET" if route[1] == MODELS else "POST"):
                 raise SimError(405, f"Invalid method for URL ({method} {path})")
             _check_auth(provider, headers)
-            if route[1] != CHAT:
+            if route[1] == MODELS:
                 await _send_json(send, 200, _MODELS_BODIES[provider])
                 return
             if parsed is _UNPARSED:
                 raise SimError(400, _BAD_JSON)
-            plan = make_plan(parsed, deployment, self.defaults)
+            plan: Plan | EmbeddingPlan
+            if route[1] == CHAT:
+                plan = make_plan(parsed, deployment, self.defaults)
+            else:
+                plan = make_embedding_plan(parsed, deployment, self.defaults)
         except SimError as err:
             await _send_json(send, err.status, err.body(), err.headers)
             return
         if not plan.stream and not (plan.directive.keys() & _GUARDED_KEYS):
-            await _send_json(send, 200, completion_body(plan))
+            await _send_json(send, 200, _render(plan))
             return
         await self._guarded(receive, plan, send)
 
-    async def _guarded(self, receive: Receive, plan: Plan, send: Send) -> None:
+    async def _guarded(self, receive: Receive, plan: Plan | EmbeddingPlan, send: Send) -> None:
         flow = _Flow(self, plan.stream)
         try:
             async with trio.open_nursery() as nursery:
@@ -216,7 +228,23 @@ class Simulator:
             flow.abandon()
 
 
-async def _answer(plan: Plan, send: Send, flow: _Flow) -> None:
+def _render(plan: Plan | EmbeddingPlan) -> bytes:
+    if isinstance(plan, EmbeddingPlan):
+        return embedding_body(plan)
+    return completion_body(plan)
+
+
+def _azure_route(path: str) -> tuple[tuple[str, str] | None, str | None]:
+    """(route, deployment) of ``/azure_openai/openai/deployments/{deployment}/<kind>``."""
+    rest = path[len(AZURE_DEPLOYMENTS_PREFIX) :]
+    for suffix, kind in AZURE_DEPLOYMENT_KINDS:
+        deployment = rest.removesuffix(suffix)
+        if deployment != rest and deployment and "/" not in deployment:
+            return (AZURE, kind), deployment
+    return None, None
+
+
+async def _answer(plan: Plan | EmbeddingPlan, send: Send, flow: _Flow) -> None:
     d = plan.directive
     if d.get("hang"):
         await trio.sleep_forever()
@@ -228,9 +256,9 @@ async def _answer(plan: Plan, send: Send, flow: _Flow) -> None:
     if status >= 400:
         flow.finish()
         await _send_json(send, status, _directive_error(status, d).body(), extra)
-    elif not plan.stream:
+    elif not isinstance(plan, Plan) or not plan.stream:
         flow.finish()
-        await _send_json(send, 200, completion_body(plan), extra)
+        await _send_json(send, 200, _render(plan), extra)
     else:
         await _stream(plan, send, flow, extra)
 

@@ -31,9 +31,13 @@ NO_AUTH_PROVIDERS: Final[frozenset[str]] = frozenset({"ollama"})
 AZURE: Final = "azure_openai"
 AZURE_DEPLOYMENTS_PREFIX: Final = "/azure_openai/openai/deployments/"
 CHAT_SUFFIX: Final = "/chat/completions"
+EMBEDDINGS_SUFFIX: Final = "/embeddings"
 
 CHAT: Final = "chat"
+EMBEDDINGS: Final = "embeddings"
 MODELS: Final = "models"
+# What an Azure deployment URL may end with, and the kind of request it is.
+AZURE_DEPLOYMENT_KINDS: Final = ((CHAT_SUFFIX, CHAT), (EMBEDDINGS_SUFFIX, EMBEDDINGS))
 
 # Extra accepted base paths (the real provider serves both).
 _ALIASES: Final[Mapping[str, tuple[str, ...]]] = {"deepseek": ("/deepseek/v1",)}
@@ -47,11 +51,12 @@ def _build_routes() -> dict[str, tuple[str, str]]:
             continue
         for prefix in (base, *_ALIASES.get(provider, ())):
             routes[prefix + CHAT_SUFFIX] = (provider, CHAT)
+            routes[prefix + EMBEDDINGS_SUFFIX] = (provider, EMBEDDINGS)
             routes[prefix + "/models"] = (provider, MODELS)
     return routes
 
 
-# exact path -> (provider, kind); Azure chat paths carry a deployment and are matched apart.
+# exact path -> (provider, kind); Azure paths carry a deployment and are matched apart.
 ROUTES: Final[Mapping[str, tuple[str, str]]] = _build_routes()
 
 _MODEL_IDS: Final[Mapping[str, tuple[str, ...]]] = {
