@@ -36,6 +36,13 @@ def quickstart_blocks(readme: str) -> tuple[list[str], list[str]]:
     return blocks.findall(demo), blocks.findall(real)
 
 
+def section_blocks(readme: str, heading: str) -> list[str]:
+    """The ``sh`` blocks of a ``## `` section."""
+    section = readme[readme.index(f"## {heading}\n") :]
+    section = section[: section.index("\n## ", 1)]
+    return re.compile(r"^```sh\n(.*?)^```$", re.M | re.S).findall(section)
+
+
 async def recipe_command(recipe: str, env: dict[str, str]) -> str:
     """What ``just <recipe>`` runs, with this environment's host and port."""
     result = await trio.run_process(
@@ -177,3 +184,26 @@ async def test_demo_stops_cleanly_on_ctrl_c(shell_env: dict[str, str]) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await stop_group(demo)
+
+
+@needs_curl
+async def test_customers_and_money_runs_as_pasted(shell_env: dict[str, str]) -> None:
+    demo_blocks, _ = quickstart_blocks(README.read_text())
+    money = section_blocks(README.read_text(), "Customers and money")
+    assert len(money) == 3
+    # With the demo running (its blocks but the last, which stops it), then stopped.
+    script = await as_test_script([*demo_blocks[:-1], *money, demo_blocks[-1]], shell_env)
+    result = await run_script(script, shell_env)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, f"{out}\n{err}"
+    assert err == ""
+    assert '"object":"customer"' in out
+    assert '"type":"topup"' in out
+    lines = out.splitlines()
+    first = next(line for line in lines if line.startswith("deducted "))
+    second = next(line for line in lines if line.endswith("replayed true"))
+    assert first.split()[1] == second.split()[1]  # the same charge, replayed, not charged again
+    assert first.split()[3] == second.split()[3]
+    assert '"object":"customer.usage"' in out
+    assert '"object":"developer.usage"' in out
+    assert '"type":"debit"' in out

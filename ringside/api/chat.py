@@ -5,12 +5,17 @@ from __future__ import annotations
 import trio
 from quart import Blueprint, Response, request
 
-from ringside.api.common import json_response, read_json, request_log, services
-from ringside.domain import chat, idempotency
+from ringside.api.common import (
+    json_response,
+    read_json,
+    replay_response,
+    request_log,
+    services,
+)
+from ringside.domain import cascade, chat, idempotency
 from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
-from ringside.errors import InvalidRequest
 from ringside.log import RequestLog
 from ringside.services import Services
 from ringside.tokens import TokenUsage
@@ -35,32 +40,25 @@ async def create_chat_completion() -> Response:
         request_id=log.request_id,
         developer_id=caller.developer_id,
         api_key_id=caller.key_id,
-        customer_ref=chat.customer_ref(request.headers.get("FC-Customer"), req.user),
+        customer_ref=cascade.customer_ref(request.headers.get("FC-Customer"), req.user),
         model_requested=log.model,
         stream=req.stream,
         started=log.started,
     )
-    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
-    if key is None:
-        return await _serve(svc, caller, ctx, req, attempts, log, None)
-    if len(attempts.targets) > 1:
-        raise InvalidRequest(
-            "A model cascade cannot be combined with an Idempotency-Key (which model would a "
-            "retry replay?); name one model.",
-            code="fallback_with_idempotency_unsupported",
-            param="model",
-        )
-    started = await idempotency.begin(
+    started = await idempotency.begin_for_request(
         svc.db,
+        header=request.headers.get("Idempotency-Key"),
+        models=len(attempts.targets),
         developer_id=caller.developer_id,
-        key=key,
-        digest=idempotency.request_hash(request.path, body),
+        path=request.path,
+        body=body,
         request_id=log.request_id,
         process_id=svc.process_id,
     )
+    if started is None:
+        return await _serve(svc, caller, ctx, req, attempts, log, None)
     if isinstance(started, idempotency.Replay):
-        headers = {**started.headers, "Idempotent-Replayed": "true"}
-        return Response(started.body, status=started.status, headers=headers)
+        return replay_response(started)
     try:
         return await _serve(svc, caller, ctx, req, attempts, log, started)
     except BaseException:
@@ -73,7 +71,7 @@ async def _serve(
     caller: Caller,
     ctx: CallContext,
     req: ChatRequest,
-    attempts: chat.Attempts,
+    attempts: cascade.Attempts,
     log: RequestLog,
     claim: idempotency.Claim | None,
 ) -> Response:

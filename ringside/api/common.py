@@ -11,6 +11,7 @@ from typing import Any, Protocol, cast
 import orjson
 from quart import Response, current_app, g, request
 
+from ringside.domain.idempotency import Replay
 from ringside.errors import InvalidRequest, NotFound
 from ringside.log import RequestLog
 from ringside.services import Services
@@ -89,6 +90,12 @@ async def read_json(*, optional: bool = False, allow_nul: bool = False, exact: b
     if not allow_nul and b"\\u0000" in raw and has_nul(body):
         raise InvalidRequest("Strings in the request body cannot contain NUL characters.")
     return body
+
+
+def replay_response(replay: Replay) -> Response:
+    """An idempotent request's stored answer, replayed."""
+    headers = {**replay.headers, "Idempotent-Replayed": "true"}
+    return Response(replay.body, status=replay.status, headers=headers)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

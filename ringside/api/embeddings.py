@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from ringside.api.common import json_response, read_json, request_log, services
-from ringside.domain import chat, embeddings, idempotency
+from ringside.api.common import (
+    json_response,
+    read_json,
+    replay_response,
+    request_log,
+    services,
+)
+from ringside.domain import cascade, embeddings, idempotency
 from ringside.domain.metering import CallContext
-from ringside.errors import InvalidRequest
 
 embeddings_bp = Blueprint("embeddings", __name__)
 
@@ -28,33 +33,23 @@ async def create_embeddings() -> Response:
         request_id=log.request_id,
         developer_id=caller.developer_id,
         api_key_id=caller.key_id,
-        customer_ref=chat.customer_ref(request.headers.get("FC-Customer"), req.user),
+        customer_ref=cascade.customer_ref(request.headers.get("FC-Customer"), req.user),
         model_requested=log.model,
         stream=False,
         started=log.started,
     )
-    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
-    claim: idempotency.Claim | None = None
-    if key is not None:
-        if len(attempts.targets) > 1:
-            raise InvalidRequest(
-                "A model cascade cannot be combined with an Idempotency-Key (which model would "
-                "a retry replay?); name one model.",
-                code="fallback_with_idempotency_unsupported",
-                param="model",
-            )
-        started = await idempotency.begin(
-            svc.db,
-            developer_id=caller.developer_id,
-            key=key,
-            digest=idempotency.request_hash(request.path, body),
-            request_id=log.request_id,
-            process_id=svc.process_id,
-        )
-        if isinstance(started, idempotency.Replay):
-            headers = {**started.headers, "Idempotent-Replayed": "true"}
-            return Response(started.body, status=started.status, headers=headers)
-        claim = started
+    claim = await idempotency.begin_for_request(
+        svc.db,
+        header=request.headers.get("Idempotency-Key"),
+        models=len(attempts.targets),
+        developer_id=caller.developer_id,
+        path=request.path,
+        body=body,
+        request_id=log.request_id,
+        process_id=svc.process_id,
+    )
+    if isinstance(claim, idempotency.Replay):
+        return replay_response(claim)
     try:
         done = await embeddings.create(svc, caller, ctx, req, attempts)
     except BaseException:

@@ -55,7 +55,9 @@ class CallBounds:
 
     def worst_cost(self, model: ModelInfo) -> Decimal:
         p = model.pricing
-        output = self.max_output_tokens or model.max_output_tokens or model.context_window
+        output = self.max_output_tokens
+        if output is None:
+            output = model.max_output_tokens or model.context_window
         total = self.prompt_tokens * max(p.input, p.cached_input) + output * self.choices * max(
             p.output, p.reasoning
         )

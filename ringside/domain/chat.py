@@ -8,14 +8,13 @@ was seen); the settlement writes its one usage event.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
 import trio
 
-from ringside.domain import billing
+from ringside.domain import billing, cascade
 from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
@@ -23,45 +22,17 @@ from ringside.domain.modelrefs import ResolvedModel, resolve_all
 from ringside.domain.stream_relay import Finished, StreamRelay
 from ringside.errors import (
     InvalidRequest,
-    ModelUnavailable,
-    NoActiveProviderKeys,
-    RateLimited,
     RingsideError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from ringside.services import Services
 from ringside.tokens import TokenUsage
 from ringside.upstream import openai_compat
-from ringside.upstream.providers import ProviderConfig, Wire
 
 T = TypeVar("T")
 
+
 # Errors after which a cascade moves on to its next model.
-_FALLBACK_ON = (
-    UpstreamUnavailable,
-    UpstreamTimeout,
-    ModelUnavailable,
-    NoActiveProviderKeys,
-    RateLimited,
-)
-
-
-@dataclass
-class Attempts:
-    targets: list[ResolvedModel]
-    tried: list[ResolvedModel] = field(default_factory=list)
-
-    def headers(self) -> dict[str, str]:
-        served = self.tried[-1]
-        return {
-            "X-Ringside-Model-Resolved": served.ref,
-            "X-Ringside-Model-Used": served.ref,
-            "X-Ringside-Models-Tried": ",".join(t.ref for t in self.tried),
-            "X-Ringside-Fallback-Triggered": "true" if len(self.tried) > 1 else "false",
-        }
-
-
 @dataclass(frozen=True)
 class Completion:
     body: bytes
@@ -77,46 +48,27 @@ class StreamingCompletion:
     resolved: str
 
 
-def _provider(svc: Services, target: ResolvedModel) -> ProviderConfig:
-    cfg = svc.settings.providers[target.model.provider]
-    if cfg.spec.wire is Wire.NATIVE:
-        raise ModelUnavailable(
-            f"{target.ref}: the {cfg.spec.display} adapter is not available in this build; "
-            "only OpenAI-wire providers are served so far."
-        )
-    return cfg
-
-
-def plan(svc: Services, req: ChatRequest) -> Attempts:
+def plan(svc: Services, req: ChatRequest) -> cascade.Attempts:
     if req.stream and isinstance(req.model, list) and len(req.model) > 1:
         raise InvalidRequest(
             "A model cascade (model: [...]) cannot be combined with stream: true.",
             code="fallback_with_stream_unsupported",
             param="model",
         )
-    return Attempts(resolve_all(svc.catalog, req.model, svc.slots))
-
-
-def customer_ref(header: str | None, user: str | None) -> str | None:
-    """The end-customer a call is attributed to: the ``FC-Customer`` header, else ``user``."""
-    ref = header if header is not None else user
-    if ref is None or ref == "":
-        return None
-    if len(ref) > 256 or not ref.isprintable():
-        param = "FC-Customer" if header is not None else "user"
-        raise InvalidRequest("A customer id is 1 to 256 printable characters.", param=param)
-    return ref
+    return cascade.Attempts(resolve_all(svc.catalog, req.model, svc.slots))
 
 
 async def complete(
-    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: Attempts
+    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: cascade.Attempts
 ) -> Completion:
     """Non-streaming completion, walking the cascade on provider failures; the call is held
     before the first provider is contacted and settled once, however it ends."""
     hold = await _reserve(svc, caller, ctx, req, attempts)
     outcome: billing.Outcome | None = None
     try:
-        target, reply = await _walk(attempts, lambda t: _call_once(svc, t, req, ctx.request_id))
+        target, reply = await cascade.walk(
+            attempts, lambda t: _call_once(svc, t, req, ctx.request_id)
+        )
         raw_usage = reply.data.get("usage")
         if isinstance(raw_usage, dict):
             usage, source = TokenUsage.from_openai(raw_usage), "upstream"
@@ -125,13 +77,15 @@ async def complete(
             usage, source = req.counted_usage(chars), "counted"
         outcome = billing.Outcome(target, usage, source, "ok", 200)
     except RingsideError as exc:
-        outcome = _failed(attempts, exc)
+        outcome = cascade.failed(attempts, exc)
         raise
     except Exception:
-        outcome = _broken(attempts)  # a bug: recorded as such, never as the client's leaving
+        outcome = cascade.broken(attempts)  # a bug: recorded as such, never as the client's leaving
         raise
     finally:
-        charged = await billing.settle(svc.db, svc.pricing, hold, outcome or _aborted(attempts))
+        charged = await billing.settle(
+            svc.db, svc.pricing, hold, outcome or cascade.aborted(attempts)
+        )
     headers = {**attempts.headers(), **charged.headers(hold)}
     return Completion(reply.body, headers, usage, target.ref)
 
@@ -141,7 +95,7 @@ async def open_stream(
     caller: Caller,
     ctx: CallContext,
     req: ChatRequest,
-    attempts: Attempts,
+    attempts: cascade.Attempts,
     on_finish: Finished,
 ) -> StreamingCompletion:
     """Open the upstream stream (falling back while nothing has been sent) and hand back a
@@ -150,23 +104,25 @@ async def open_stream(
     outcome: billing.Outcome | None = None
     handed_over = False
     try:
-        target, response = await _walk(attempts, lambda t: _open_once(svc, t, req, ctx.request_id))
+        target, response = await cascade.walk(
+            attempts, lambda t: _open_once(svc, t, req, ctx.request_id)
+        )
         relay = StreamRelay(svc, ctx, req, target, response, on_finish, hold)
         handed_over = True
     except RingsideError as exc:
-        outcome = _failed(attempts, exc)
+        outcome = cascade.failed(attempts, exc)
         raise
     except Exception:
-        outcome = _broken(attempts)
+        outcome = cascade.broken(attempts)
         raise
     finally:
         if not handed_over:  # failed, or the client went away while a provider answered
-            await billing.settle(svc.db, svc.pricing, hold, outcome or _aborted(attempts))
+            await billing.settle(svc.db, svc.pricing, hold, outcome or cascade.aborted(attempts))
     return StreamingCompletion(relay, {**attempts.headers(), **hold.headers()}, target.ref)
 
 
 async def _reserve(
-    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: Attempts
+    svc: Services, caller: Caller, ctx: CallContext, req: ChatRequest, attempts: cascade.Attempts
 ) -> billing.Hold:
     bounds = billing.CallBounds(req.size, req.max_output_tokens, req.choices)
     return await billing.reserve(
@@ -174,42 +130,10 @@ async def _reserve(
     )
 
 
-async def _walk(
-    attempts: Attempts, attempt: Callable[[ResolvedModel], Awaitable[T]]
-) -> tuple[ResolvedModel, T]:
-    """Try the cascade's models in order, moving on after provider failures."""
-    last_error: RingsideError | None = None
-    for target in attempts.targets:
-        attempts.tried.append(target)
-        try:
-            return target, await attempt(target)
-        except _FALLBACK_ON as exc:
-            last_error = exc
-    assert last_error is not None
-    raise last_error
-
-
-def _last(attempts: Attempts) -> ResolvedModel:
-    return attempts.tried[-1] if attempts.tried else attempts.targets[0]
-
-
-def _failed(attempts: Attempts, exc: RingsideError) -> billing.Outcome:
-    status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-    return billing.Outcome(_last(attempts), TokenUsage(), "none", status, exc.status)
-
-
-def _broken(attempts: Attempts) -> billing.Outcome:
-    return billing.Outcome(_last(attempts), TokenUsage(), "none", "internal_error", 500)
-
-
-def _aborted(attempts: Attempts) -> billing.Outcome:
-    return billing.Outcome(_last(attempts), TokenUsage(), "none", "client_aborted", 499)
-
-
 async def _call_once(
     svc: Services, target: ResolvedModel, req: ChatRequest, request_id: str
 ) -> openai_compat.JsonReply:
-    cfg = _provider(svc, target)
+    cfg = cascade.provider_for(svc, target)
     request = openai_compat.build_chat_request(
         svc.http, cfg, target.model.model, req.body, False, request_id=request_id
     )
@@ -224,7 +148,7 @@ async def _call_once(
 async def _open_once(
     svc: Services, target: ResolvedModel, req: ChatRequest, request_id: str
 ) -> httpx.Response:
-    cfg = _provider(svc, target)
+    cfg = cascade.provider_for(svc, target)
     request = openai_compat.build_chat_request(
         svc.http,
         cfg,

@@ -16,11 +16,10 @@ from typing import Any
 import orjson
 import trio
 
-from ringside.domain import billing
-from ringside.domain.auth import Caller
-
 # One cascade policy for every endpoint: the walk, its fallbacks and how a failure settles.
-from ringside.domain.chat import Attempts, _aborted, _failed, _provider, _walk
+from ringside.domain import billing, cascade
+from ringside.domain.auth import Caller
+from ringside.domain.cascade import Attempts
 from ringside.domain.metering import CallContext
 from ringside.domain.modelrefs import ResolvedModel, resolve_all
 from ringside.errors import InvalidRequest, RingsideError, UpstreamTimeout
@@ -178,14 +177,18 @@ async def create(
     )
     outcome: billing.Outcome | None = None
     try:
-        target, reply = await _walk(attempts, lambda t: _call_once(svc, t, req, ctx.request_id))
+        target, reply = await cascade.walk(
+            attempts, lambda t: _call_once(svc, t, req, ctx.request_id)
+        )
         usage, source = _usage(reply.data, req)
         outcome = billing.Outcome(target, usage, source, "ok", 200)
     except RingsideError as exc:
-        outcome = _failed(attempts, exc)
+        outcome = cascade.failed(attempts, exc)
         raise
     finally:
-        charged = await billing.settle(svc.db, svc.pricing, hold, outcome or _aborted(attempts))
+        charged = await billing.settle(
+            svc.db, svc.pricing, hold, outcome or cascade.aborted(attempts)
+        )
     headers = {**attempts.headers(), **charged.headers(hold)}
     return Embedding(reply.body, headers, usage, target.ref)
 
@@ -201,7 +204,7 @@ def _usage(data: dict[str, Any], req: EmbeddingRequest) -> tuple[TokenUsage, str
 async def _call_once(
     svc: Services, target: ResolvedModel, req: EmbeddingRequest, request_id: str
 ) -> openai_compat.JsonReply:
-    cfg = _provider(svc, target)
+    cfg = cascade.provider_for(svc, target)
     request = openai_compat.build_embeddings_request(
         svc.http, cfg, target.model.model, req.body, request_id=request_id
     )

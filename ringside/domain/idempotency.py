@@ -141,6 +141,39 @@ async def begin(
     return Replay(row.response_status, dict(row.response_headers or {}), row.response_body)
 
 
+async def begin_for_request(
+    db: Database,
+    *,
+    header: str | None,
+    models: int,
+    developer_id: str,
+    path: str,
+    body: object,
+    request_id: str,
+    process_id: str,
+) -> Claim | Replay | None:
+    """What a request's ``Idempotency-Key`` header asks for: nothing (no header), a claim to
+    execute under, or an answer to replay. A cascade cannot carry a key."""
+    key = parse_key(header)
+    if key is None:
+        return None
+    if models > 1:
+        raise InvalidRequest(
+            "A model cascade cannot be combined with an Idempotency-Key (which model would a "
+            "retry replay?); name one model.",
+            code="fallback_with_idempotency_unsupported",
+            param="model",
+        )
+    return await begin(
+        db,
+        developer_id=developer_id,
+        key=key,
+        digest=request_hash(path, body),
+        request_id=request_id,
+        process_id=process_id,
+    )
+
+
 def interrupted_body(request_id: str) -> bytes:
     """What a retry of a call cut by a gateway crash replays (see the module docstring)."""
     error: RingsideError = ServiceUnavailable(
