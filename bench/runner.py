@@ -9,11 +9,13 @@ import secrets
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.harness import (
     BenchError,
@@ -28,6 +30,7 @@ from bench.harness import (
     wait_ready,
     write_lua,
 )
+from bench.rate_limits import redis_commands_per_request
 from bench.streams import StreamProbe, probe_streams, raise_fd_limit, slow_stream_body
 from bench.usage_reports import run_usage_reports
 
@@ -36,6 +39,19 @@ MODES = ("plain", "stream")
 PROMPT = "Summarise the quarterly report in three short bullet points for the team"
 CUSTOMER = "bench-customer"  # the billed target's customer: a budget and a topped-up wallet
 BUDGET_USD = "100000000"
+# Rate limits stay on (every call still runs the limiter's Redis script) but far above what
+# one machine can send: the defaults (600 requests a minute for the developer tier) would
+# refuse most of a cell's calls with 429.
+_BENCH_CONFIG = """\
+[limits]
+ip = { rpm = 1000000000, tpm = 0 }
+[limits.tiers.developer]
+rpm = 1000000000
+tpm = 1000000000000
+[limits.tiers.pro]
+rpm = 1000000000
+tpm = 1000000000000
+"""
 
 
 @dataclass(frozen=True)
@@ -123,8 +139,11 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> Gateway:
     port = free_port()
     admin_key = secrets.token_urlsafe(24)
     data_dir = children.workdir / "ringside-data"
+    config = children.workdir / "ringside.toml"
+    config.write_text(_BENCH_CONFIG)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {
+        "RINGSIDE_CONFIG": str(config),
         "RINGSIDE_DATA_DIR": str(data_dir),
         "RINGSIDE_ADMIN_KEY": admin_key,
         "OPENAI_BASE_URL": sim_openai,
@@ -164,6 +183,26 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> Gateway:
         data_dir=data_dir,
         first_billed=first_billed,
     )
+
+
+def start_unlimited(children: Children, sim_openai: str, app: str, gw: Gateway) -> Target:
+    """A second gateway on the same data (so the same developer and key) with rate limits off:
+    the limiter's cost is the difference between it and ``ringside``, measured in one run."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {
+        "RINGSIDE_DATA_DIR": str(gw.data_dir),
+        "RINGSIDE_RATE_LIMITS": "off",
+        "OPENAI_BASE_URL": sim_openai,
+        "OPENAI_API_KEY": "sk-bench",
+    }
+    child = children.spawn("ringside-nolimits", _hypercorn(port, app), env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(child, f"{base}/readyz", timeout=120)
+    url = f"{base}/v1/chat/completions"
+    _wait_post(child, url, _body(gw.plain.model, False), gw.auth)
+    worker = hypercorn_worker(child.proc.pid)
+    return Target("nolimits", url, gw.plain.model, gw.auth, worker, gw.plain.db_pid)
 
 
 def _create_customer(client: httpx.Client, auth: dict[str, str]) -> None:
@@ -277,6 +316,23 @@ def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return cell
 
 
+def non_2xx(log: Path) -> dict[str, int]:
+    """The gateway's answers other than 2xx so far, by status (from its JSON access log): what
+    wrk only counts."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        status = entry.get("status")
+        if entry.get("logger") == "ringside.access" and isinstance(status, int) and status >= 300:
+            counts[f"{status} {entry.get('outcome') or entry.get('code') or ''}".strip()] += 1
+    return dict(counts.most_common())
+
+
 def memory(master: int) -> dict[str, float]:
     worker = hypercorn_worker(master)
     sample = {"worker_mb": rss_mb(worker), "master_mb": rss_mb(master)}
@@ -296,18 +352,43 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         gw = start_gateway(children, sim_openai, app)
         gateway, gw_child = gw.plain, gw.child
         idle_start = memory(gw_child.proc.pid)
-        cells = load_cells([direct, floor, gateway, gw.billed], opts, workdir)
+        unlimited = start_unlimited(children, sim_openai, app, gw)
+        cells = load_cells([direct, floor, gateway, gw.billed, unlimited], opts, workdir)
+        redis_use = redis_commands_per_request(
+            gw.data_dir,
+            [(t.name, t.url, _body(t.model, False), t.headers) for t in (gateway, unlimited)],
+            workdir,
+            min(opts.duration, 3.0),
+        )
         idle_loaded = memory(gw_child.proc.pid)
-        usage = run_usage_reports(gw.data_dir, gw.base_url, gw.auth, gw.developer_id)
+        refused = non_2xx(gw_child.log)
+        notes = [
+            f"gateway answers other than 2xx in the load cells: {refused} (499: calls in flight"
+            " when wrk closed its connections at the end of a cell; wrk does not count them)"
+        ] if refused else []  # fmt: skip
         probe: StreamProbe = probe_streams(
             gateway.url, slow_stream_body(gateway.model), gateway.headers, opts.streams,
             lambda: memory(gw_child.proc.pid),
         )  # fmt: skip
         time.sleep(2.0)
         after = memory(gw_child.proc.pid)
+        # Last: its big report bodies would weigh on the worker's RSS in the probe above.
+        usage = run_usage_reports(gw.data_dir, gw.base_url, gw.auth, gw.developer_id)
+        if usage["loaded"]["holds_left"]:
+            sample = ", ".join(
+                f"{h['request_id']} ({'stream' if h['stream'] else 'plain'},"
+                f" {'billed' if h['customer_id'] else 'unattributed'}, {h['age_s']} s old)"
+                for h in usage["loaded"]["holds_sample"][:3]
+            )
+            notes.append(
+                f"{usage['loaded']['holds_left']} billing holds of the load cells' calls were"
+                f" never settled (still open when the usage load began), e.g. {sample}"
+            )
         return {
             "gateway_app": app,
-            "notes": [],
+            "notes": notes,
+            "gateway_non_2xx": refused,
+            "rate_limits": {"redis_commands": redis_use},
             "model": gateway.model,
             "duration_s": opts.duration,
             "rounds": opts.rounds,

@@ -1,25 +1,29 @@
 """The usage-report step: load 1,000,000 usage events for the bench developer straight into the
-gateway's PostgreSQL, then time its usage reports over HTTP.
+gateway's PostgreSQL, then time its usage reports over HTTP (and their queries alone).
 
 The events are spread over ~1,000 customers (a few heavy, many light), the last 30 UTC days
 and 5 catalog models, with exact NUMERIC costs from the catalog's prices and billable amounts
 at the developer's markup. ``usage_daily`` is built from exactly those rows in the same
 statement (an ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` adding to what the
 load cells' calls already put there): what ``ringside_settle`` would have accumulated had the
-calls gone through the gateway. The reports themselves read ``usage_daily`` only.
+calls gone through the gateway. The reports themselves read ``usage_daily`` only. The load
+runs in one part per CPU side by side, with the foreign-key triggers off (the rows reference
+customers, the developer and its key by construction).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -27,6 +31,7 @@ import httpx
 from bench.harness import BenchError
 from ringside.catalog import load_catalog
 from ringside.pricing import PricingPolicy
+from ringside.store import usage_reports as store
 from ringside.store.embedded import start_postgres
 
 EVENTS = 1_000_000
@@ -52,21 +57,21 @@ SELECT 'cus_' || substr(md5('bench-usage-' || i), 1, 24), $1, 'load-' || lpad(i:
   FROM generate_series(1, $2::int) AS i
 """
 
-# $1 developer, $2 api key, $3 events, $4 customers, $5 days, $6 model refs, $7 providers,
-# $8 upstream models, $9 the models' cumulative shares but the last (width_bucket's
-# thresholds), $10..$13 prices per 1M tokens (input, cached input, output, reasoning),
-# $14 billable factor per model, $15 reasoning model flags.
+# $1 developer, $2 api key, $3 and $4 the first and last event number, $5 customers, $6 days,
+# $7 model refs, $8 providers, $9 upstream models, $10 the models' cumulative shares but the
+# last (width_bucket's thresholds), $11..$14 prices per 1M tokens (input, cached input, output,
+# reasoning), $15 billable factor per model, $16 reasoning model flags.
 _EVENTS_SQL = """
 WITH m AS (
-    SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $10::numeric[], $11::numeric[],
-                         $12::numeric[], $13::numeric[], $14::numeric[], $15::bool[])
+    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $11::numeric[], $12::numeric[],
+                         $13::numeric[], $14::numeric[], $15::numeric[], $16::bool[])
                   WITH ORDINALITY
         AS m(ref, provider, upstream, p_in, p_cached, p_out, p_reason, factor, reasons, i)
 ), r AS (
     SELECT g,
-           1 + width_bucket(random(), $9::float8[]) AS model_i,
-           1 + floor($4 * power(random(), 2))::int AS cust,       -- skewed: a few heavy users
-           floor(random() * $5)::int AS days_back,
+           1 + width_bucket(random(), $10::float8[]) AS model_i,
+           1 + floor($5 * power(random(), 2))::int AS cust,       -- skewed: a few heavy users
+           floor(random() * $6)::int AS days_back,
            random() AS at_time,
            random() AS failed,
            50 + floor(6000 * power(random(), 3))::int AS input_tokens,
@@ -76,7 +81,7 @@ WITH m AS (
            random() AS reason_share,
            random() < 0.5 AS stream,
            150 + floor(4000 * power(random(), 2))::int AS latency_ms
-      FROM generate_series(1, $3::int) AS g
+      FROM generate_series($3::int, $4::int) AS g
 ), t AS (
     SELECT r.g, r.stream, r.latency_ms, r.failed < 0.02 AS failed, m.*,
            'cus_' || substr(md5('bench-usage-' || r.cust), 1, 24) AS customer_id,
@@ -126,6 +131,7 @@ SELECT developer_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(customer_id
        sum(output_tokens), sum(reasoning_tokens), sum(cost_usd), sum(billable_usd)
   FROM ins
  GROUP BY 1, 2, 3, 4
+ ORDER BY 1, 2, 3, 4  -- parts loaded side by side take the rows' locks in the same order
 ON CONFLICT (developer_id, day, customer_id, model) DO UPDATE SET
     requests = d.requests + EXCLUDED.requests,
     input_tokens = d.input_tokens + EXCLUDED.input_tokens,
@@ -149,6 +155,9 @@ class Loaded:
     last_day: date
     heavy_customer: str  # the customer with the most events, for the per-customer report
     heavy_customer_events: int
+    heavy_customer_billable_usd: str  # sum(billable_usd) over that customer's usage events
+    holds_left: int  # billing holds of earlier calls still open when the load began
+    holds_sample: list[dict[str, Any]]
 
 
 def _model_params(tier: str, markup: Decimal | None, rate: Decimal) -> list[list[Any]]:
@@ -177,6 +186,45 @@ def _model_params(tier: str, markup: Decimal | None, rate: Decimal) -> list[list
     return [refs, providers, upstreams, upto, p_in, p_cached, p_out, p_reason, factors, reasons]
 
 
+def _parts(events: int) -> list[tuple[int, int]]:
+    """Event numbers for each of the loading connections, one per CPU (the gateway is idle)."""
+    n = max(1, min(os.cpu_count() or 1, 4))
+    bounds = [events * i // n for i in range(n + 1)]
+    return [(bounds[i] + 1, bounds[i + 1]) for i in range(n)]
+
+
+async def _load_part(dsn: str, args: list[Any]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            # The rows are consistent by construction: skip the foreign-key triggers (a third
+            # of the load's time), and keep the aggregate's hash table in memory.
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("SET LOCAL work_mem = '256MB'")
+            await conn.execute(_EVENTS_SQL, *args)
+    finally:
+        await conn.close()
+
+
+async def _settled(conn: asyncpg.Connection, developer_id: str, wait_s: float = 30.0) -> int:
+    """Wait for the calls still in flight (the stream probe's, closed by the client) to be
+    settled, so that the usage events and the aggregate hold still while they are compared.
+    Returns how many holds are left once their number stopped moving (0 normally)."""
+    deadline = time.monotonic() + wait_s
+    last, since = -1, time.monotonic()
+    while True:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM billing_hold WHERE developer_id = $1", developer_id
+        )
+        if held == 0:
+            return 0
+        if held != last:
+            last, since = held, time.monotonic()
+        elif time.monotonic() - since > 10 or time.monotonic() > deadline:
+            return int(held)
+        await asyncio.sleep(0.5)
+
+
 async def _load(dsn: str, developer_id: str, events: int) -> Loaded:
     conn = await asyncpg.connect(dsn)
     try:
@@ -191,14 +239,22 @@ async def _load(dsn: str, developer_id: str, events: int) -> Loaded:
         if dev is None or key_id is None:
             raise BenchError(f"usage load: no developer {developer_id} with a key")
         params = _model_params(dev["tier"], dev["markup_percent"], dev["rate_multiplier"])
+        stuck = await _settled(conn, developer_id)
+        stuck_detail = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT request_id, stream, customer_id, process_id,"
+                " round(extract(epoch FROM now() - created_at))::int AS age_s"
+                " FROM billing_hold WHERE developer_id = $1 ORDER BY created_at LIMIT 5",
+                developer_id,
+            )
+        ]
         started = time.monotonic()
-        async with conn.transaction():
-            # The rows are consistent by construction: skip the foreign-key triggers (a third
-            # of the load's time) and let the aggregate's hash table stay in memory.
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute("SET LOCAL work_mem = '256MB'")
-            await conn.execute(_CUSTOMERS_SQL, developer_id, CUSTOMERS)
-            await conn.execute(_EVENTS_SQL, developer_id, key_id, events, CUSTOMERS, DAYS, *params)
+        await conn.execute(_CUSTOMERS_SQL, developer_id, CUSTOMERS)
+        await asyncio.gather(
+            *(_load_part(dsn, [developer_id, key_id, first, last, CUSTOMERS, DAYS, *params])
+              for first, last in _parts(events))
+        )  # fmt: skip
         await conn.execute("ANALYZE usage_event; ANALYZE usage_daily; ANALYZE customer")
         load_seconds = time.monotonic() - started
         totals = await conn.fetchrow(
@@ -218,6 +274,12 @@ async def _load(dsn: str, developer_id: str, events: int) -> Loaded:
             "GROUP BY customer_id ORDER BY n DESC LIMIT 1",
             developer_id,
         )
+        heavy_billable = await conn.fetchval(
+            "SELECT sum(billable_usd) FROM usage_event WHERE developer_id = $1"
+            " AND customer_id = $2",
+            developer_id,
+            heavy["customer_id"],
+        )
     finally:
         await conn.close()
     return Loaded(
@@ -231,6 +293,9 @@ async def _load(dsn: str, developer_id: str, events: int) -> Loaded:
         last_day=totals["last"],
         heavy_customer=heavy["customer_id"],
         heavy_customer_events=heavy["n"],
+        heavy_customer_billable_usd=str(heavy_billable),
+        holds_left=stuck,
+        holds_sample=stuck_detail,
     )
 
 
@@ -267,60 +332,112 @@ def _time(client: httpx.Client, path: str, params: dict[str, str]) -> dict[str, 
     }
 
 
+async def _time_sql(
+    dsn: str, developer_id: str, customer_id: str, first: date, last: date
+) -> dict[str, float]:
+    """The same reports' queries straight from here (the gateway's own store functions over
+    one asyncpg connection): the database's share of each report, median of a few runs."""
+    conn = await asyncpg.connect(dsn)
+    db = cast(Any, conn)  # the store functions only call fetch(), which asyncpg has too
+    out: dict[str, float] = {}
+    try:
+        for name, run in _sql_reports(db, developer_id, customer_id, first, last):
+            timings = []
+            for _ in range(WARMUP + 5):
+                started = time.perf_counter()
+                await run()
+                timings.append(1000 * (time.perf_counter() - started))
+            out[name] = round(statistics.median(timings[WARMUP:]), 2)
+    finally:
+        await conn.close()
+    return out
+
+
+def _sql_reports(
+    db: Any, developer_id: str, customer_id: str, first: date, last: date
+) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+    def developer(group_by: str | None) -> Callable[[], Awaitable[object]]:
+        return lambda: store.select_developer_usage(db, developer_id, first, last, group_by)
+
+    return [
+        (CUSTOMER_REPORT,
+         lambda: store.select_customer_usage(db, developer_id, customer_id, first, last)),
+        *((_developer_name(g), developer(g)) for g in GROUPINGS),
+    ]  # fmt: skip
+
+
+CUSTOMER_REPORT = "customer (heaviest)"
+GROUPINGS: tuple[str | None, ...] = ("customer", "model", "day", None)
+
+
+def _developer_name(group_by: str | None) -> str:
+    return f"developer, group_by={group_by}" if group_by else "developer, ungrouped"
+
+
 def run_usage_reports(
     data_dir: Path, base_url: str, auth: dict[str, str], developer_id: str, events: int = EVENTS
 ) -> dict[str, Any]:
-    """Load the events (through the gateway's own embedded PostgreSQL), time the reports, and
-    cross-check the developer report's total against the events themselves."""
+    """Load the events (through the gateway's own embedded PostgreSQL), time the reports over
+    HTTP and their queries alone, and cross-check the reports' totals against the events."""
     print(f"  usage: loading {events:,} usage events ...", file=sys.stderr, flush=True)
     dsn, handle = start_postgres(data_dir)
     try:
         loaded = asyncio.run(_load(dsn, developer_id, events))
+        print(
+            f"  usage: loaded in {loaded.load_seconds:.1f}s, {loaded.usage_daily_rows:,}"
+            f" usage_daily rows, {loaded.first_day}..{loaded.last_day}",
+            file=sys.stderr,
+            flush=True,
+        )
+        today = datetime.now(UTC).date()
+        first = today - timedelta(days=DAYS - 1)
+        span = {"from": first.isoformat(), "to": today.isoformat()}
+        reports: list[dict[str, Any]] = []
+        with httpx.Client(base_url=base_url, headers=auth, timeout=60.0, trust_env=False) as client:
+            path = f"/v1/customers/{loaded.heavy_customer}/usage"
+            reports.append({"report": CUSTOMER_REPORT, **_time(client, path, span)})
+            for group_by in GROUPINGS:
+                params = span | ({"group_by": group_by} if group_by else {})
+                reports.append(
+                    {"report": _developer_name(group_by), **_time(client, "/v1/usage", params)}
+                )
+        sql = asyncio.run(_time_sql(dsn, developer_id, loaded.heavy_customer, first, today))
     finally:
         handle.cleanup()  # the gateway still holds the server: this only lets go of ours
-    print(
-        f"  usage: loaded in {loaded.load_seconds:.1f}s, {loaded.usage_daily_rows:,} usage_daily"
-        f" rows, {loaded.first_day}..{loaded.last_day}",
-        file=sys.stderr,
-        flush=True,
-    )
-    today = datetime.now(UTC).date()
-    span = {"from": (today - timedelta(days=DAYS - 1)).isoformat(), "to": today.isoformat()}
-    reports: list[dict[str, Any]] = []
-    with httpx.Client(base_url=base_url, headers=auth, timeout=60.0, trust_env=False) as client:
-        reports.append(
-            {"report": "customer (heaviest)",
-             **_time(client, f"/v1/customers/{loaded.heavy_customer}/usage", span)}
-        )  # fmt: skip
-        for group_by in ("customer", "model", "day", None):
-            params = span | ({"group_by": group_by} if group_by else {})
-            name = f"developer, group_by={group_by}" if group_by else "developer, ungrouped"
-            reports.append({"report": name, **_time(client, "/v1/usage", params)})
     for r in reports:
+        r["sql_median_ms"] = sql[r["report"]]
         print(
             f"  usage: {r['report']:<30} median {r['median_ms']:8.2f} ms  p95"
-            f" {r['p95_ms']:8.2f} ms  {r['rows']:>7} rows",
+            f" {r['p95_ms']:8.2f} ms  sql {r['sql_median_ms']:8.2f} ms  {r['rows']:>7} rows",
             file=sys.stderr,
             flush=True,
         )
     expected = Decimal(loaded.events_total_billable_usd)
     mismatched = [
-        r for r in reports
-        if r["report"].startswith("developer") and Decimal(r["total_billable_usd"]) != expected
+        f"{r['report']}: {r['total_billable_usd']} (expected {want})"
+        for r in reports
+        for want in [expected if r["report"] != CUSTOMER_REPORT
+                     else Decimal(loaded.heavy_customer_billable_usd)]
+        if Decimal(r["total_billable_usd"]) != want
     ]  # fmt: skip
     if mismatched:
-        got = ", ".join(f"{r['report']}: {r['total_billable_usd']}" for r in mismatched)
         raise BenchError(
-            f"usage report totals disagree with sum(usage_event.billable_usd) = {expected}: {got}"
+            "usage report totals disagree with sum(usage_event.billable_usd): "
+            + "; ".join(mismatched)
         )
     return {
         "loaded": {
             **{k: str(v) if isinstance(v, date) else v for k, v in loaded.__dict__.items()},
-            "how": "one INSERT ... SELECT FROM generate_series into usage_event, and usage_daily"
+            "how": "INSERT ... SELECT FROM generate_series into usage_event (in"
+            f" {len(_parts(events))} parts side by side, foreign-key triggers off), and usage_daily"
             " built from exactly those rows (INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO"
             " UPDATE adding to it), as settlement would have accumulated them",
         },
         "range": span,
         "reports": reports,
-        "cross_check": {"sum_usage_event_billable_usd": str(expected), "matches": True},
+        "cross_check": {
+            "sum_usage_event_billable_usd": str(expected),
+            "customer_sum_usage_event_billable_usd": loaded.heavy_customer_billable_usd,
+            "matches": True,
+        },
     }

@@ -5,10 +5,11 @@ RingsideError
  │    ├── InvalidModelRef      400 invalid_model_ref
  │    ├── RequestTimeout       408 request_timeout
  │    └── RequestTooLarge      413 request_too_large
- ├── Unauthorized              401 authentication_error / invalid_api_key
+ ├── Unauthorized              401 authentication_error / invalid_api_key, invalid_client_token
  ├── PaymentRequired           402 insufficient_quota / customer_budget_exceeded,
  │                                 customer_wallet_empty, wallet_empty
- ├── Forbidden                 403 permission_error
+ ├── Forbidden                 403 permission_error / origin_mismatch, customer_mismatch,
+ │                                 client_token_not_allowed
  ├── NotFound                  404 not_found_error / not_found
  ├── MethodNotAllowed          405 invalid_request_error / method_not_allowed
  ├── Conflict                  409 conflict_error / customer_exists, no_wallet,

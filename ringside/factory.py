@@ -84,6 +84,9 @@ def create_app(settings: Settings) -> QuartTrio:
         entry: RequestLog | None = g.get("request_log")
         if entry is not None:
             response.headers["X-Request-Id"] = entry.request_id
+            limited: dict[str, str] | None = g.get("rate_limit_headers")  # api/rate_limits.py
+            if limited:
+                response.headers.update(limited)
             if not entry.deferred:
                 entry.status = response.status_code
                 entry.emit(trio.current_time())

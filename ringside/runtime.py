@@ -9,8 +9,10 @@ import trio
 
 from ringside.catalog import Catalog, load_catalog
 from ringside.domain.auth import KeyAuthenticator
+from ringside.domain.client_tokens import ClientTokens
 from ringside.domain.modelrefs import resolve
 from ringside.domain.processes import serve_heartbeat
+from ringside.domain.rate_limits import RateLimiter
 from ringside.ids import new_id
 from ringside.services import Services
 from ringside.settings import Settings
@@ -67,6 +69,8 @@ async def _open_services(
             http=http,
             catalog=catalog,
             auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
+            client_tokens=ClientTokens(db, settings.client_token_keys, settings.key_cache_ttl_s),
+            limits=RateLimiter(settings.limits, db, cache),
             slots=settings.slots,
             pricing=settings.pricing,
             process_id=new_id("proc"),
@@ -76,6 +80,7 @@ async def _open_services(
             return
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_heartbeat, svc)
+            await nursery.start(svc.limits.serve)  # sends the token settlements
             yield svc
             nursery.cancel_scope.cancel()
 

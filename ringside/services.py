@@ -9,6 +9,8 @@ import httpx
 
 from ringside.catalog import Catalog
 from ringside.domain.auth import KeyAuthenticator
+from ringside.domain.client_tokens import ClientTokens
+from ringside.domain.rate_limits import RateLimiter
 from ringside.pricing import PricingPolicy
 from ringside.settings import Settings
 from ringside.store.bridge import Cache, Database
@@ -22,6 +24,8 @@ class Services:
     http: httpx.AsyncClient
     catalog: Catalog
     auth: KeyAuthenticator
+    client_tokens: ClientTokens
+    limits: RateLimiter
     slots: Mapping[str, Sequence[str]]
     pricing: PricingPolicy
     process_id: str  # this process in gateway_process; holds it writes carry it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 import platformdirs
 
+from ringside.limits import LimitPolicy
 from ringside.pricing import PricingPolicy
 from ringside.upstream.providers import ProviderConfig, provider_configs
 
@@ -49,6 +51,28 @@ def _slots(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return slots
 
 
+_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _client_token_keys(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """``RINGSIDE_CLIENT_TOKEN_KEYS="kid1:secret1,kid2:secret2"``: the first signs, all verify
+    (put a new key first and keep the old one until its tokens have expired: an hour at most)."""
+    keys: list[tuple[str, str]] = []
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not _KID.match(kid) or len(secret) < 32:
+            raise ValueError(
+                "RINGSIDE_CLIENT_TOKEN_KEYS: each entry is <kid>:<secret>, the kid 1 to 64 of"
+                " A-Z a-z 0-9 . _ -, the secret at least 32 characters"
+            )
+        if any(kid == k for k, _ in keys):
+            raise ValueError(f"RINGSIDE_CLIENT_TOKEN_KEYS: kid {kid!r} appears twice")
+        keys.append((kid, secret))
+    return tuple(keys)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -67,12 +91,28 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
     pricing: PricingPolicy = field(default_factory=PricingPolicy)
+    limits: LimitPolicy = field(default_factory=LimitPolicy)  # RINGSIDE_CONFIG [limits]
     # Each web process beats this often; the settlement worker settles the holds of a process
     # silent for process_dead_after_s, sweeping every sweep_interval_s.
     heartbeat_interval_s: float = 2.0
     process_dead_after_s: float = 15.0
     sweep_interval_s: float = 5.0
     hold_max_age_s: float = 6 * 3600.0
+    # Client token signing keys (kid, secret), the first signs; empty: a key generated once and
+    # kept in PostgreSQL.
+    client_token_keys: tuple[tuple[str, str], ...] = ()
+    # Webhooks (workers/webhooks.py): URLs resolving to private addresses are refused unless
+    # allowed; the deliverer polls every webhook_poll_s, sends at most webhook_concurrency at
+    # once, each within webhook_timeout_s, claimed for webhook_lease_s, and retries with
+    # exponential back-off (base, cap) for webhook_retry_for_s before giving up.
+    webhooks_allow_private: bool = False
+    webhook_poll_s: float = 0.5
+    webhook_concurrency: int = 64
+    webhook_timeout_s: float = 10.0
+    webhook_lease_s: float = 60.0
+    webhook_backoff_base_s: float = 5.0
+    webhook_backoff_max_s: float = 3600.0
+    webhook_retry_for_s: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,8 +137,18 @@ class Settings:
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
             shutdown_grace_s=_float(env, "RINGSIDE_SHUTDOWN_GRACE_SECONDS", 10.0),
             pricing=PricingPolicy.from_config(config),
+            limits=LimitPolicy.from_config(config, env),
             heartbeat_interval_s=_float(env, "RINGSIDE_HEARTBEAT_SECONDS", 2.0),
             process_dead_after_s=_float(env, "RINGSIDE_PROCESS_DEAD_AFTER_SECONDS", 15.0),
             sweep_interval_s=_float(env, "RINGSIDE_SWEEP_INTERVAL_SECONDS", 5.0),
             hold_max_age_s=_float(env, "RINGSIDE_HOLD_MAX_AGE_SECONDS", 6 * 3600.0),
+            client_token_keys=_client_token_keys(env.get("RINGSIDE_CLIENT_TOKEN_KEYS")),
+            webhooks_allow_private=env.get("RINGSIDE_WEBHOOKS_ALLOW_PRIVATE", "") in ("1", "true"),
+            webhook_poll_s=_float(env, "RINGSIDE_WEBHOOK_POLL_SECONDS", 0.5),
+            webhook_concurrency=int(env.get("RINGSIDE_WEBHOOK_CONCURRENCY") or 64),
+            webhook_timeout_s=_float(env, "RINGSIDE_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            webhook_lease_s=_float(env, "RINGSIDE_WEBHOOK_LEASE_SECONDS", 60.0),
+            webhook_backoff_base_s=_float(env, "RINGSIDE_WEBHOOK_BACKOFF_BASE_SECONDS", 5.0),
+            webhook_backoff_max_s=_float(env, "RINGSIDE_WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0),
+            webhook_retry_for_s=_float(env, "RINGSIDE_WEBHOOK_RETRY_FOR_SECONDS", 24 * 3600.0),
         )

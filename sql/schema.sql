@@ -225,3 +225,81 @@ CREATE INDEX usage_event_customer_created_idx ON usage_event (developer_id, cust
 
 -- The money functions (ringside_new_id, ringside_reserve, ringside_settle) are defined in
 -- sql/0002_customers_billing.sql.
+
+CREATE TABLE webhook_endpoint (
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    id           TEXT PRIMARY KEY,
+    developer_id TEXT NOT NULL REFERENCES developer (id),
+    url          TEXT NOT NULL CHECK (length(url) BETWEEN 1 AND 2048),
+    -- Event types, or '*' for all of them.
+    events       TEXT [] NOT NULL,
+    enabled      BOOLEAN NOT NULL DEFAULT true,
+    description  TEXT,
+    -- Kept in clear: the worker signs with it (the database is the trust boundary).
+    secret       TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    deleted_at   TIMESTAMPTZ
+);
+
+CREATE INDEX webhook_endpoint_developer_seq_idx ON webhook_endpoint (developer_id, seq)
+WHERE deleted_at IS NULL;
+
+-- next_attempt_at is also the lease: a claim moves it forward by the lease, so the claim of a
+-- worker that died becomes due again; attempts is the fencing token of the current claim.
+CREATE TABLE webhook_delivery (
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    id              TEXT PRIMARY KEY,
+    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoint (id),
+    event_id        TEXT NOT NULL REFERENCES webhook_event (id),
+    state           TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivering', 'succeeded', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- Retries stop this long after retry_from (the event, or the last manual redelivery).
+    retry_from      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_status     INTEGER,
+    last_latency_ms INTEGER,
+    last_error      TEXT,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at     TIMESTAMPTZ,
+    UNIQUE (event_id, endpoint_id)
+);
+
+CREATE INDEX webhook_delivery_due_idx ON webhook_delivery (next_attempt_at)
+WHERE state IN ('pending', 'delivering');
+CREATE INDEX webhook_delivery_endpoint_seq_idx ON webhook_delivery (endpoint_id, seq);
+
+-- One row per attempt, written when it is claimed and completed when it ends (an attempt
+-- whose worker died stays without finished_at).
+CREATE TABLE webhook_attempt (
+    delivery_id TEXT NOT NULL REFERENCES webhook_delivery (id),
+    attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    started_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at TIMESTAMPTZ,
+    status_code INTEGER,
+    latency_ms  INTEGER,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+-- The fan-out trigger on webhook_event (ringside_webhook_fan_out) is defined in
+-- sql/0003_webhooks.sql.
+
+-- Client tokens (browser JWTs, signed by the gateway; nothing is stored per token).
+-- The signing key generated when RINGSIDE_CLIENT_TOKEN_KEYS is unset: one row, shared by every
+-- process.
+CREATE TABLE client_token_key (
+    singleton  BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
+    kid        TEXT NOT NULL,
+    secret     TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Revoking a customer's client tokens bumps its epoch; a token minted in an earlier epoch is
+-- refused (no row: epoch 0).
+CREATE TABLE client_token_epoch (
+    customer_id TEXT PRIMARY KEY REFERENCES customer (id),
+    epoch       BIGINT NOT NULL CHECK (epoch > 0),
+    revoked_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -100,6 +100,8 @@ def gateway_env(
     env = {k: v for k, v in environ.items() if k not in providers}
     env.setdefault("RINGSIDE_DATA_DIR", str(cfg.dir / "data"))
     env["RINGSIDE_ADMIN_KEY"] = admin_key
+    # The demo's webhooks go to receivers on this machine (see the README's Webhooks section).
+    env.setdefault("RINGSIDE_WEBHOOKS_ALLOW_PRIVATE", "1")
     env.update(simulated)
     return env
 
@@ -122,6 +124,21 @@ async def open_gateway(cfg: DemoConfig, env: Mapping[str, str]) -> AsyncIterator
         )  # fmt: skip
     try:
         await _wait_ready(cfg, process)
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+@asynccontextmanager
+async def open_workers(cfg: DemoConfig, env: Mapping[str, str]) -> AsyncIterator[trio.Process]:
+    """``python -m workers`` (settlement, webhook delivery), stopped with SIGTERM on exit."""
+    with (cfg.dir / "workers.log").open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "workers"], env=dict(env), cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
         yield process
     finally:
         with trio.CancelScope(shield=True):
@@ -210,7 +227,7 @@ async def run_demo(cfg: DemoConfig) -> int:
     admin_key = os.environ.get("RINGSIDE_ADMIN_KEY") or secrets.token_urlsafe(24)
     async with open_simulator(Simulator(record=False)) as sim:
         env = gateway_env(os.environ, simulator_env(sim), cfg, admin_key)
-        async with open_gateway(cfg, env) as gateway:
+        async with open_gateway(cfg, env) as gateway, open_workers(cfg, env):
             key = await create_developer(cfg, admin_key)
             print(banner(cfg, key, admin_key, env["RINGSIDE_DATA_DIR"]), flush=True)
             try:

@@ -3,6 +3,7 @@ pointed at the simulator."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ async def open_gateway(
         "REDIS_URL": redis_url,
         "RINGSIDE_DATA_DIR": str(data_dir),
         "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
+        # Every test's gateway its own rate-limit buckets (all of them call from 127.0.0.1).
+        "RINGSIDE_REDIS_PREFIX": f"t{secrets.token_hex(6)}:",
         **simulator_env(sim),
         **(extra_env or {}),
     }

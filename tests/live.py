@@ -80,6 +80,7 @@ def open_live_gateway(
         "REDIS_URL": redis_url,
         "RINGSIDE_ADMIN_KEY": ADMIN_KEY,
         "RINGSIDE_DATA_DIR": str(tmp / "data"),
+        "RINGSIDE_REDIS_PREFIX": f"{name}:",
         **(extra_env or {}),
     }
     for provider in SIMULATED:

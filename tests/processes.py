@@ -77,6 +77,8 @@ async def spawn_gateway(
         str(grace),
         "ringside:app",
     ]
+    # Its own rate-limit buckets, shared by its workers (every test calls from 127.0.0.1).
+    env = {"RINGSIDE_REDIS_PREFIX": f"t{port}:", **env}
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(
             cmd,

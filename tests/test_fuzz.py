@@ -37,6 +37,7 @@ class Target:
     key_id: str
     log: Path
     client: httpx.Client
+    client_token: str  # bound to FUZZ_ORIGIN, any IP
 
 
 def _routes() -> list[tuple[str, tuple[str, ...]]]:
@@ -46,12 +47,14 @@ def _routes() -> list[tuple[str, tuple[str, ...]]]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        methods = tuple(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))
+        # A rule for OPTIONS alone is a CORS preflight: fuzz that one.
+        methods = tuple(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})) or ("OPTIONS",)
         found.append((rule.rule, methods))
     return sorted(found)
 
 
 ROUTES = _routes()
+FUZZ_ORIGIN = "https://fuzz.example"
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +69,23 @@ def target(
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         )
         dev = r.json()
+        developer = {"Authorization": f"Bearer {dev['api_key']['key']}"}
+        httpx.post(f"{live.url}/v1/customers", json={"external_id": "fz"}, headers=developer)
+        minted = httpx.post(
+            f"{live.url}/v1/customers/fz/client_tokens",
+            json={"origin": FUZZ_ORIGIN, "ttl_seconds": 3600},
+            headers=developer,
+        )
+        token = minted.json()["token"]
         with httpx.Client(timeout=15) as client:
             yield Target(
-                live.url, dev["api_key"]["key"], dev["id"], dev["api_key"]["id"], live.log, client
+                live.url,
+                dev["api_key"]["key"],
+                dev["id"],
+                dev["api_key"]["id"],
+                live.log,
+                client,
+                token,
             )
 
 
@@ -163,12 +180,25 @@ def requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, bytes
             f"{quote_from_bytes(k, safe='')}={quote_from_bytes(v, safe='')}" for k, v in query
         )
     auth = draw(
-        st.sampled_from([f"Bearer {target.api_key}", f"Bearer {ADMIN_KEY}", "", "Bearer x"])
+        st.sampled_from(
+            [
+                f"Bearer {target.api_key}",
+                f"Bearer {ADMIN_KEY}",
+                "",
+                "Bearer x",
+                "Client x",
+                "Client eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIn0.e30.AAAA",
+                f"Client {target.client_token}",
+            ]
+        )
         | _header_text
     )
     headers = {"authorization": auth.strip().encode("latin-1")}
     for name in draw(st.lists(st.sampled_from(["fc-customer", "idempotency-key", "origin"]))):
-        headers[name] = draw(_header_text).strip().encode("latin-1")
+        value = (
+            draw(st.just(FUZZ_ORIGIN) | _header_text) if name == "origin" else draw(_header_text)
+        )
+        headers[name] = value.strip().encode("latin-1")
     return method, path, headers, draw(_body)
 
 

@@ -1,5 +1,5 @@
 """``python -m workers [NAME...]``: run the named background workers (all of them when none
-is named) in one nursery."""
+is named) in one nursery; SIGTERM or SIGINT stops them (status 0)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import trio
 from ringside.log import configure_logging
 from ringside.runtime import open_services
 from ringside.settings import Settings
-from workers import WORKERS
+from workers import WORKERS, serve_workers
 
 
 async def _run(names: list[str]) -> None:
-    async with open_services(Settings.from_env()) as svc, trio.open_nursery() as nursery:
-        for name in names:
-            nursery.start_soon(WORKERS[name], svc)
+    async with open_services(Settings.from_env()) as svc:
+        await serve_workers(svc, names)
 
 
 def main(argv: list[str]) -> int:
@@ -31,8 +30,9 @@ def main(argv: list[str]) -> int:
         )
         return 2
     configure_logging()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        trio.run(_run, argv or list(WORKERS))
+    # Once running, SIGINT is a signal the workers handle; before that, a plain way out.
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(_run, list(dict.fromkeys(argv)) or list(WORKERS))
     return 0
 
 

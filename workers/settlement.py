@@ -67,8 +67,11 @@ async def settle_orphans(svc: Services) -> int:
     return len(orphans)
 
 
-async def serve_settlement(svc: Services) -> None:
+async def serve_settlement(
+    svc: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Sweep every ``RINGSIDE_SWEEP_INTERVAL_SECONDS`` until cancelled."""
+    task_status.started()
     while True:
         try:
             while await settle_orphans(svc) == _BATCH:

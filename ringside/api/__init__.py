@@ -6,12 +6,14 @@ from quart import Blueprint
 
 from ringside.api.admin import admin_bp
 from ringside.api.chat import chat_bp
+from ringside.api.client_tokens import client_tokens_bp
 from ringside.api.customers import customers_bp
 from ringside.api.embeddings import embeddings_bp
 from ringside.api.health import health_bp
 from ringside.api.models import models_bp
 from ringside.api.usage import usage_bp
 from ringside.api.wallets import wallets_bp
+from ringside.api.webhooks import webhooks_bp
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     health_bp,
@@ -19,7 +21,9 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     embeddings_bp,
     models_bp,
     customers_bp,
+    client_tokens_bp,
     wallets_bp,
     usage_bp,
+    webhooks_bp,
     admin_bp,
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import trio
 from quart import Blueprint, Response, request
 
+from ringside.api import rate_limits
+from ringside.api.client_tokens import attributed_customer, inference_caller
 from ringside.api.common import (
     json_response,
     read_json,
@@ -16,6 +18,7 @@ from ringside.domain import cascade, chat, idempotency
 from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
+from ringside.domain.rate_limits import Admission, estimate_tokens
 from ringside.log import RequestLog
 from ringside.services import Services
 from ringside.tokens import TokenUsage
@@ -30,7 +33,7 @@ _JSON = "application/json"
 async def create_chat_completion() -> Response:
     svc = services()
     log = request_log()
-    caller = await svc.auth.caller_from(request.headers)
+    caller = await inference_caller()
     log.developer_id = caller.developer_id
     body = await read_json(allow_nul=True)
     req = ChatRequest.parse(body, request.content_length)
@@ -40,7 +43,7 @@ async def create_chat_completion() -> Response:
         request_id=log.request_id,
         developer_id=caller.developer_id,
         api_key_id=caller.key_id,
-        customer_ref=cascade.customer_ref(request.headers.get("FC-Customer"), req.user),
+        customer_ref=attributed_customer(caller, request.headers.get("FC-Customer"), req.user),
         model_requested=log.model,
         stream=req.stream,
         started=log.started,
@@ -75,8 +78,29 @@ async def _serve(
     log: RequestLog,
     claim: idempotency.Claim | None,
 ) -> Response:
+    cap = svc.limits.policy.output_tokens_estimate
+    tokens = estimate_tokens(req.size, req.max_output_tokens, req.choices, cap)
+    admission = await rate_limits.admit(svc, caller, ctx.customer_ref, tokens)
+    try:
+        return await _call(svc, caller, ctx, req, attempts, log, claim, admission)
+    except BaseException:
+        svc.limits.settle_soon(admission, 0)  # it used nothing (a no-op once settled)
+        raise
+
+
+async def _call(
+    svc: Services,
+    caller: Caller,
+    ctx: CallContext,
+    req: ChatRequest,
+    attempts: cascade.Attempts,
+    log: RequestLog,
+    claim: idempotency.Claim | None,
+    admission: Admission,
+) -> Response:
     if not req.stream:
         done = await chat.complete(svc, caller, ctx, req, attempts)
+        svc.limits.settle_soon(admission, done.usage.total)
         log.resolved = done.resolved
         log.input_tokens, log.output_tokens = done.usage.input, done.usage.output
         if claim is not None:
@@ -87,6 +111,7 @@ async def _serve(
         log.outcome, log.status = outcome, status
         log.input_tokens, log.output_tokens = usage.input, usage.output
         log.emit(trio.current_time())
+        svc.limits.settle_soon(admission, usage.total)
 
     streaming = await chat.open_stream(svc, caller, ctx, req, attempts, finished)
     if claim is not None:

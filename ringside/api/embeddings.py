@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
+from ringside.api import rate_limits
+from ringside.api.client_tokens import attributed_customer, inference_caller
 from ringside.api.common import (
     json_response,
     read_json,
@@ -11,8 +13,9 @@ from ringside.api.common import (
     request_log,
     services,
 )
-from ringside.domain import cascade, embeddings, idempotency
+from ringside.domain import embeddings, idempotency
 from ringside.domain.metering import CallContext
+from ringside.domain.rate_limits import estimate_tokens
 
 embeddings_bp = Blueprint("embeddings", __name__)
 
@@ -23,7 +26,7 @@ _JSON = "application/json"
 async def create_embeddings() -> Response:
     svc = services()
     log = request_log()
-    caller = await svc.auth.caller_from(request.headers)
+    caller = await inference_caller()
     log.developer_id = caller.developer_id
     body = await read_json(allow_nul=True)
     req = embeddings.EmbeddingRequest.parse(body, request.content_length)
@@ -33,7 +36,7 @@ async def create_embeddings() -> Response:
         request_id=log.request_id,
         developer_id=caller.developer_id,
         api_key_id=caller.key_id,
-        customer_ref=cascade.customer_ref(request.headers.get("FC-Customer"), req.user),
+        customer_ref=attributed_customer(caller, request.headers.get("FC-Customer"), req.user),
         model_requested=log.model,
         stream=False,
         started=log.started,
@@ -51,7 +54,15 @@ async def create_embeddings() -> Response:
     if isinstance(claim, idempotency.Replay):
         return replay_response(claim)
     try:
-        done = await embeddings.create(svc, caller, ctx, req, attempts)
+        # No output: an embedding reserves its input alone against token limits.
+        tokens = estimate_tokens(req.size, 0, 1, 0)
+        admission = await rate_limits.admit(svc, caller, ctx.customer_ref, tokens)
+        try:
+            done = await embeddings.create(svc, caller, ctx, req, attempts)
+        except BaseException:
+            svc.limits.settle_soon(admission, 0)  # it used nothing
+            raise
+        svc.limits.settle_soon(admission, done.usage.input)
     except BaseException:
         if claim is not None:
             await claim.release()  # nothing was billed: a retry runs afresh

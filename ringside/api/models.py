@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
+from ringside.api.client_tokens import inference_caller
 from ringside.api.common import json_response, services
 from ringside.catalog import CAPABILITIES
 from ringside.domain.modelrefs import resolve
@@ -15,7 +16,7 @@ models_bp = Blueprint("models", __name__)
 @models_bp.get("/v1/models")
 async def list_models() -> Response:
     svc = services()
-    await svc.auth.caller_from(request.headers)
+    await inference_caller()
     wanted = {s.strip() for s in request.args.get("supports", "").split(",") if s.strip()}
     unknown = wanted - CAPABILITIES
     if unknown:
@@ -37,7 +38,7 @@ async def list_models() -> Response:
 @models_bp.get("/v1/models/<path:model_id>")
 async def retrieve_model(model_id: str) -> Response:
     svc = services()
-    await svc.auth.caller_from(request.headers)
+    await inference_caller()
     try:
         resolved = resolve(svc.catalog, model_id, svc.slots)
     except InvalidModelRef as exc:

@@ -1,4 +1,5 @@
-"""Who is calling: API keys (``Authorization: Bearer sk_live_...``) and the admin key.
+"""Who is calling: API keys (``Authorization: Bearer sk_live_...``) and the admin key (client
+tokens, ``Authorization: Client <jwt>``, are ``domain/client_tokens.py``'s and refused here).
 
 Key lookups are cached per process for ``ttl`` seconds (positive and negative answers alike),
 which bounds how long a revoked key keeps working in any worker process: the cache is the only
@@ -14,7 +15,7 @@ from typing import Protocol
 
 import trio
 
-from ringside.errors import Unauthorized
+from ringside.errors import Forbidden, Unauthorized
 from ringside.ids import hash_api_key
 from ringside.store.bridge import Database
 from ringside.store.developers import KeyOwner, select_key_owner
@@ -35,16 +36,30 @@ class Caller:
     tier: str
     markup_percent: Decimal | None = None  # None: the tier's default
     rate_multiplier: Decimal = Decimal(1)
+    # Set for a client token (browser) call: the customer it is bound to (every call is that
+    # customer's) and the token's jti; key_id is then the API key that minted the token.
+    customer_id: str | None = None
+    customer_external_id: str | None = None
+    client_token_id: str | None = None
 
 
-def bearer_token(headers: Headers) -> str | None:
+def _credential(headers: Headers, scheme: str) -> str | None:
     value = headers.get("Authorization")
     if not value:
         return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    given, _, token = value.partition(" ")
+    if given.lower() != scheme or not token.strip():
         return None
     return token.strip()
+
+
+def bearer_token(headers: Headers) -> str | None:
+    return _credential(headers, "bearer")
+
+
+def client_token(headers: Headers) -> str | None:
+    """A browser's ``Authorization: Client <jwt>``."""
+    return _credential(headers, "client")
 
 
 class KeyAuthenticator:
@@ -56,6 +71,12 @@ class KeyAuthenticator:
 
     async def caller_from(self, headers: Headers) -> Caller:
         token = bearer_token(headers)
+        if token is None and client_token(headers) is not None:
+            raise Forbidden(
+                "A client token can only call inference endpoints (chat completions,"
+                " embeddings, models); this endpoint needs a developer API key.",
+                code="client_token_not_allowed",
+            )
         if token is None:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <your sk_live_ key>'.")
         owner = await self._lookup(hash_api_key(token))

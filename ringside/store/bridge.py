@@ -27,6 +27,7 @@ UniqueViolation = asyncpg.UniqueViolationError
 PostgresError = asyncpg.PostgresError
 InterfaceError = asyncpg.InterfaceError
 RedisError = redis.exceptions.RedisError
+NoScriptError = redis.exceptions.NoScriptError
 # Failures that say nothing about the data: the same statement may succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,

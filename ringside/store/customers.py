@@ -169,3 +169,22 @@ async def select_customers(
 async def select_customer_seq(conn: Conn | Database, developer_id: str, id: str) -> int | None:
     seq: int | None = await conn.fetchval(_SELECT_SEQ, developer_id, id)
     return seq
+
+
+@dataclass(frozen=True)
+class CustomerLimits:
+    id: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+
+
+_SELECT_LIMITS = f"SELECT id, rpm_limit, tpm_limit {_LIVE_BY_REF}"
+
+
+async def select_customer_limits(
+    conn: Conn | Database, developer_id: str, ref: str
+) -> CustomerLimits | None:
+    record = await conn.fetchrow(_SELECT_LIMITS, developer_id, ref)
+    if record is None:
+        return None
+    return CustomerLimits(record["id"], record["rpm_limit"], record["tpm_limit"])

@@ -304,7 +304,7 @@ async def test_customers_need_a_developer_key(gateway: RunningGateway) -> None:
         assert_error(r, 401, "invalid_api_key")
     # Never a client token: customer CRUD is the developer's.
     r = await gateway.http.get("/v1/customers", headers={"Authorization": "Client abc"})
-    assert r.status_code == 401
+    assert_error(r, 403, "client_token_not_allowed")
 
 
 @pytest.mark.parametrize(
