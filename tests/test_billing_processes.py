@@ -184,3 +184,31 @@ async def test_sigkill_under_load_loses_no_money_and_bills_nothing_twice(
         assert events[request_id]["status"] == "ok"
     interrupted = [e for e in events.values() if e["status"] == "interrupted"]
     assert len(interrupted) == orphans
+
+
+async def test_clients_leaving_under_load_leave_no_hold_behind(
+    env: dict[str, str], tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    # A load generator closing its connections mid-call (as wrk does at the end of a run): a
+    # cancellation landing while the hold's statement commits must not orphan the hold.
+    async with spawn_gateway(env, tmp_path) as gw:
+        dev = await run_cli(env, "developers", "create", "--name", "leaver")
+        headers = {"Authorization": f"Bearer {dev['api_key']['key']}"}
+        payload = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+        async def client(n: int) -> None:
+            async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+                with trio.move_on_after(1.0 + n * 0.003):
+                    while True:
+                        await http.post("/v1/chat/completions", json=payload, headers=headers)
+
+        for _ in range(3):
+            async with trio.open_nursery() as nursery:
+                for n in range(64):
+                    nursery.start_soon(client, n)
+        async with open_storage(database_url, redis_url) as (db, _):
+            with trio.fail_after(10):
+                while True:
+                    if not await db.fetchval("SELECT count(*) FROM billing_hold"):
+                        break
+                    await trio.sleep(0.1)

@@ -24,7 +24,7 @@ from ringside.catalog import ModelInfo
 from ringside.domain.auth import Caller
 from ringside.domain.metering import CallContext
 from ringside.domain.modelrefs import ResolvedModel
-from ringside.errors import PaymentRequired
+from ringside.errors import PaymentRequired, ServiceUnavailable
 from ringside.money import charge, format_usd
 from ringside.pricing import PricingPolicy
 from ringside.store import billing as store
@@ -138,7 +138,14 @@ async def reserve(
         cost_usd=cost,
         amount_usd=billable(policy, caller, worst.ref, cost),
     )
-    reservation = await store.reserve(db, spec)
+    # Shielded: a cancellation (the client leaving) landing while the statement runs could
+    # otherwise arrive after PostgreSQL committed the hold, leaving nobody to settle it. Once
+    # it returns, the caller's next checkpoint raises and its ``finally`` settles.
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + _SETTLE_DEADLINE_S
+        reservation = await store.reserve(db, spec)
+    if scope.cancelled_caught:
+        raise ServiceUnavailable("PostgreSQL did not answer the reservation in time.")
     if reservation.outcome != "ok":
         message = _REFUSALS[reservation.outcome].format(customer=reservation.customer_id)
         raise PaymentRequired(message, code=reservation.outcome)

@@ -103,15 +103,21 @@ async def begin(
     process_id: str,
 ) -> Claim | Replay:
     """Claim the key for this request, or the stored answer to replay; raise ``Conflict``."""
-    claimed = await store.claim(
-        db,
-        developer_id=developer_id,
-        key=key,
-        request_hash=digest,
-        request_id=request_id,
-        process_id=process_id,
-        ttl_s=TTL_S,
-    )
+    # Shielded for the reason billing.reserve is: a claim committed but never seen would leave
+    # the key in flight for a day.
+    claimed = None
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        claimed = await store.claim(
+            db,
+            developer_id=developer_id,
+            key=key,
+            request_hash=digest,
+            request_id=request_id,
+            process_id=process_id,
+            ttl_s=TTL_S,
+        )
+    if claimed is None:
+        raise ServiceUnavailable("PostgreSQL did not answer in time; retry.")
     if claimed:
         return Claim(db, developer_id, key, request_id)
     row = await store.select(db, developer_id, key)

@@ -106,7 +106,19 @@ class Cache:
 
 
 async def _connect_pg(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    # No asyncio timers per query: asyncpg would arm one per query (command_timeout), per
+    # release (max_inactive_connection_lifetime) and per statement-cache hit (its lifetime),
+    # and cancel it moments later; a cancelled timer stays in the loop's heap until it would
+    # have fired, holding the context it was armed in — the request, its body — for up to
+    # 5 minutes (~11 KB per call, hundreds of MB under load). Deadlines are Trio cancel scopes
+    # in the domain instead; the statement cache stays bounded by its size.
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        max_inactive_connection_lifetime=0,
+        max_cached_statement_lifetime=0,
+    )
 
 
 @asynccontextmanager
