@@ -3,12 +3,14 @@ gateway's PostgreSQL, then time its usage reports over HTTP (and their queries a
 
 The events are spread over ~1,000 customers (a few heavy, many light), the last 30 UTC days
 and 5 catalog models, with exact NUMERIC costs from the catalog's prices and billable amounts
-at the developer's markup. ``usage_daily`` is built from exactly those rows in the same
-statement (an ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` adding to what the
-load cells' calls already put there): what ``ringside_settle`` would have accumulated had the
-calls gone through the gateway. The reports themselves read ``usage_daily`` only. The load
-runs in one part per CPU side by side, with the foreign-key triggers off (the rows reference
-customers, the developer and its key by construction).
+at the developer's markup. ``usage_daily`` and its rollups ``usage_daily_model`` and
+``usage_daily_customer`` are built from exactly those rows in the same statement (an ``INSERT
+... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` each, adding to what the load cells' calls
+already put there): what ``ringside_settle`` would have accumulated had the calls gone through
+the gateway. The reports themselves read those aggregates only (the paged ones their first
+page, of the default size). The load runs in one part per CPU side by side, with the
+foreign-key triggers off (the rows reference customers, the developer and its key by
+construction).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import httpx
 
 from bench.harness import BenchError
 from ringside.catalog import load_catalog
+from ringside.domain.usage_reports import DEFAULT_LIMIT
 from ringside.pricing import PricingPolicy
 from ringside.store import usage_reports as store
 from ringside.store.embedded import start_postgres
@@ -122,6 +125,7 @@ WITH m AS (
     RETURNING developer_id, created_at, customer_id, model_resolved, input_tokens,
               cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, billable_usd
 )
+, daily AS (
 INSERT INTO usage_daily AS d (
     developer_id, day, customer_id, model, requests, input_tokens, cached_input_tokens,
     output_tokens, reasoning_tokens, cost_usd, billable_usd
@@ -133,6 +137,44 @@ SELECT developer_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(customer_id
  GROUP BY 1, 2, 3, 4
  ORDER BY 1, 2, 3, 4  -- parts loaded side by side take the rows' locks in the same order
 ON CONFLICT (developer_id, day, customer_id, model) DO UPDATE SET
+    requests = d.requests + EXCLUDED.requests,
+    input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+    cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
+    output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+    reasoning_tokens = d.reasoning_tokens + EXCLUDED.reasoning_tokens,
+    cost_usd = d.cost_usd + EXCLUDED.cost_usd,
+    billable_usd = d.billable_usd + EXCLUDED.billable_usd
+), by_model AS (
+INSERT INTO usage_daily_model AS d (
+    developer_id, day, model, requests, input_tokens, cached_input_tokens, output_tokens,
+    reasoning_tokens, cost_usd, billable_usd
+)
+SELECT developer_id, (created_at AT TIME ZONE 'UTC')::date, model_resolved, count(*),
+       sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
+       sum(cost_usd), sum(billable_usd)
+  FROM ins
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3
+ON CONFLICT (developer_id, day, model) DO UPDATE SET
+    requests = d.requests + EXCLUDED.requests,
+    input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+    cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
+    output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+    reasoning_tokens = d.reasoning_tokens + EXCLUDED.reasoning_tokens,
+    cost_usd = d.cost_usd + EXCLUDED.cost_usd,
+    billable_usd = d.billable_usd + EXCLUDED.billable_usd
+)
+INSERT INTO usage_daily_customer AS d (
+    developer_id, customer_id, day, requests, input_tokens, cached_input_tokens, output_tokens,
+    reasoning_tokens, cost_usd, billable_usd
+)
+SELECT developer_id, COALESCE(customer_id, ''), (created_at AT TIME ZONE 'UTC')::date, count(*),
+       sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
+       sum(cost_usd), sum(billable_usd)
+  FROM ins
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3
+ON CONFLICT (developer_id, customer_id, day) DO UPDATE SET
     requests = d.requests + EXCLUDED.requests,
     input_tokens = d.input_tokens + EXCLUDED.input_tokens,
     cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
@@ -255,7 +297,10 @@ async def _load(dsn: str, developer_id: str, events: int) -> Loaded:
             *(_load_part(dsn, [developer_id, key_id, first, last, CUSTOMERS, DAYS, *params])
               for first, last in _parts(events))
         )  # fmt: skip
-        await conn.execute("ANALYZE usage_event; ANALYZE usage_daily; ANALYZE customer")
+        await conn.execute(
+            "ANALYZE usage_event; ANALYZE usage_daily; ANALYZE usage_daily_model;"
+            " ANALYZE usage_daily_customer; ANALYZE customer"
+        )
         load_seconds = time.monotonic() - started
         totals = await conn.fetchrow(
             "SELECT count(*) AS n, sum(billable_usd) AS billable, "
@@ -338,7 +383,7 @@ async def _time_sql(
     """The same reports' queries straight from here (the gateway's own store functions over
     one asyncpg connection): the database's share of each report, median of a few runs."""
     conn = await asyncpg.connect(dsn)
-    db = cast(Any, conn)  # the store functions only call fetch(), which asyncpg has too
+    db = cast(Any, conn)  # the store functions only call fetch() and fetchval(), as asyncpg
     out: dict[str, float] = {}
     try:
         for name, run in _sql_reports(db, developer_id, customer_id, first, last):
@@ -357,7 +402,13 @@ def _sql_reports(
     db: Any, developer_id: str, customer_id: str, first: date, last: date
 ) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
     def developer(group_by: str | None) -> Callable[[], Awaitable[object]]:
-        return lambda: store.select_developer_usage(db, developer_id, first, last, group_by)
+        async def run() -> object:
+            rows = await store.select_developer_usage(
+                db, developer_id, first, last, group_by, fetch=DEFAULT_LIMIT + 1
+            )
+            return rows, await store.select_developer_total(db, developer_id, first, last)
+
+        return run
 
     return [
         (CUSTOMER_REPORT,
@@ -431,7 +482,8 @@ def run_usage_reports(
             "how": "INSERT ... SELECT FROM generate_series into usage_event (in"
             f" {len(_parts(events))} parts side by side, foreign-key triggers off), and usage_daily"
             " built from exactly those rows (INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO"
-            " UPDATE adding to it), as settlement would have accumulated them",
+            " UPDATE adding to it), and usage_daily_model and usage_daily_customer the same way in"
+            " the same statement, as settlement would have accumulated them",
         },
         "range": span,
         "reports": reports,

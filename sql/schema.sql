@@ -170,6 +170,39 @@ CREATE TABLE usage_daily (
 
 CREATE INDEX usage_daily_customer_idx ON usage_daily (customer_id, day) WHERE customer_id <> '';
 
+-- Two smaller aggregates of usage_daily, kept current by ringside_settle in the same
+-- statement as it (0005): per (developer, day, model) for the developer's report by model or day and
+-- for its totals, and per (developer, customer, day) for the report by customer (keyed in
+-- customer order, so that report pages by customer without sorting). customer_id '' is usage
+-- no customer was named for.
+CREATE TABLE usage_daily_model (
+    developer_id        TEXT NOT NULL REFERENCES developer (id),
+    day                 DATE NOT NULL,
+    model               TEXT NOT NULL,
+    requests            BIGINT NOT NULL,
+    input_tokens        BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    output_tokens       BIGINT NOT NULL,
+    reasoning_tokens    BIGINT NOT NULL,
+    cost_usd            NUMERIC(30, 12) NOT NULL,
+    billable_usd        NUMERIC(24, 6) NOT NULL,
+    PRIMARY KEY (developer_id, day, model)
+);
+
+CREATE TABLE usage_daily_customer (
+    developer_id        TEXT NOT NULL REFERENCES developer (id),
+    customer_id         TEXT NOT NULL,
+    day                 DATE NOT NULL,
+    requests            BIGINT NOT NULL,
+    input_tokens        BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    output_tokens       BIGINT NOT NULL,
+    reasoning_tokens    BIGINT NOT NULL,
+    cost_usd            NUMERIC(30, 12) NOT NULL,
+    billable_usd        NUMERIC(24, 6) NOT NULL,
+    PRIMARY KEY (developer_id, customer_id, day)
+);
+
 -- Idempotency keys (Stripe's semantics), scoped per developer, kept 24 hours.
 CREATE TABLE idempotency_key (
     developer_id     TEXT NOT NULL REFERENCES developer (id),

@@ -16,8 +16,9 @@ async def developer_usage() -> Response:
     caller = await developer_caller()
     span = usage_reports.parse_range(request.args)
     group_by = usage_reports.parse_group_by(request.args)
+    page = usage_reports.parse_page(request.args, group_by)
     report = await usage_reports.developer_report(
-        services().db, caller.developer_id, span, group_by
+        services().db, caller.developer_id, span, group_by, page
     )
     return json_response(report)
 

@@ -1,9 +1,10 @@
 """Usage reports from the ``usage_daily`` aggregate: ``GET /v1/customers/{id}/usage`` and
-``GET /v1/usage`` (grouped by customer, model or day). The aggregate is written here directly,
-as ringside_settle keeps it."""
+``GET /v1/usage`` (grouped by customer, model or day) from its rollups. The aggregates are
+written here directly, as ringside_settle keeps them; the last tests bill real calls."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,13 +29,33 @@ async def add_usage(
     cost: str = "0.001",
     billable: str = "0.0011",
 ) -> None:
-    await gateway.services.db.execute(
-        """INSERT INTO usage_daily (developer_id, day, customer_id, model, requests,
-               input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_usd,
-               billable_usd)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        developer_id, day, customer_id, model, requests, *tokens, Decimal(cost),
-        Decimal(billable),
+    sums = (requests, *tokens, Decimal(cost), Decimal(billable))
+    add = """requests = t.requests + EXCLUDED.requests,
+             input_tokens = t.input_tokens + EXCLUDED.input_tokens,
+             cached_input_tokens = t.cached_input_tokens + EXCLUDED.cached_input_tokens,
+             output_tokens = t.output_tokens + EXCLUDED.output_tokens,
+             reasoning_tokens = t.reasoning_tokens + EXCLUDED.reasoning_tokens,
+             cost_usd = t.cost_usd + EXCLUDED.cost_usd,
+             billable_usd = t.billable_usd + EXCLUDED.billable_usd"""
+    cols = """requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens,
+              cost_usd, billable_usd"""
+    db = gateway.services.db
+    await db.execute(
+        f"""INSERT INTO usage_daily AS t (developer_id, day, customer_id, model, {cols})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        developer_id, day, customer_id, model, *sums,
+    )  # fmt: skip
+    await db.execute(
+        f"""INSERT INTO usage_daily_model AS t (developer_id, day, model, {cols})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (developer_id, day, model) DO UPDATE SET {add}""",
+        developer_id, day, model, *sums,
+    )  # fmt: skip
+    await db.execute(
+        f"""INSERT INTO usage_daily_customer AS t (developer_id, customer_id, day, {cols})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (developer_id, customer_id, day) DO UPDATE SET {add}""",
+        developer_id, customer_id, day, *sums,
     )  # fmt: skip
 
 
@@ -224,11 +245,18 @@ async def test_default_range_is_this_month(gateway: RunningGateway, dev: DevApi)
         ({"from": "2024-01-01", "to": "2025-01-01"}, "to"),  # 367 days
         ({"group_by": "week", **RANGE}, "group_by"),
         ({"group_by": "", **RANGE}, "group_by"),
+        ({"limit": "0", **RANGE}, "limit"),
+        ({"limit": "10001", **RANGE}, "limit"),
+        ({"limit": "ten", **RANGE}, "limit"),
+        ({"after": "not a cursor", **RANGE}, "after"),
+        ({"after": "WyJ4Il0", **RANGE}, "after"),  # a by-customer cursor, for the breakdown
+        ({"group_by": "customer", "limit": "-1", **RANGE}, "limit"),
+        ({"group_by": "customer", "after": "e30", **RANGE}, "after"),  # {}
     ],
 )
 async def test_bad_report_parameters(dev: DevApi, params: dict[str, str], param: str) -> None:
     assert_error(await dev("GET", "/v1/usage", params=params), 400, "invalid_request", param)
-    if "group_by" not in params:
+    if not {"group_by", "limit", "after"} & set(params):
         c = await dev.customer()
         r = await dev("GET", f"/v1/customers/{c['id']}/usage", params=params)
         assert_error(r, 400, "invalid_request", param)
@@ -241,3 +269,90 @@ async def test_a_leap_year_fits(dev: DevApi) -> None:
 
 async def test_usage_needs_a_developer_key(gateway: RunningGateway) -> None:
     assert_error(await gateway.http.get("/v1/usage"), 401, "invalid_api_key")
+
+
+async def pages(dev: DevApi, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Every page of a paged report, following next_after."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = await dev.ok("GET", "/v1/usage", params=params)
+        out.append(page)
+        if not page["has_more"]:
+            assert page["next_after"] is None
+            return out
+        params = {**params, "after": page["next_after"]}
+
+
+@pytest.mark.parametrize("group_by", [None, "customer"])
+async def test_paged_reports_list_every_row_once(
+    dev: DevApi, seeded: dict[str, Any], group_by: str | None
+) -> None:
+    params = {**RANGE, **({"group_by": group_by} if group_by else {})}
+    whole = await dev.ok("GET", "/v1/usage", params=params)
+    assert (whole["has_more"], whole["next_after"]) == (False, None)
+    for limit in (1, 2, 5):
+        got = await pages(dev, {**params, "limit": str(limit)})
+        assert all(len(p["data"]) <= limit for p in got)
+        assert [r for p in got for r in p["data"]] == whole["data"]
+        # The total is over the whole range on every page.
+        assert {p["total_billable_usd"] for p in got} == {"4.125138"}
+        assert got[0]["has_more"] is (len(whole["data"]) > limit)
+    # A page exactly as long as what is left has nothing more.
+    exact = await dev.ok("GET", "/v1/usage", params={**params, "limit": str(len(whole["data"]))})
+    assert (exact["has_more"], exact["next_after"]) == (False, None)
+
+
+async def test_unpaged_reports_have_no_cursor(dev: DevApi, seeded: dict[str, Any]) -> None:
+    report = await dev.ok("GET", "/v1/usage", params={**RANGE, "group_by": "model", "limit": "1"})
+    assert len(report["data"]) == 2
+    assert "has_more" not in report
+    assert "next_after" not in report
+
+
+async def test_rollups_agree_with_usage_daily_after_billed_calls(
+    gateway: RunningGateway, dev: DevApi
+) -> None:
+    a = await dev.customer(external_id="a")
+    await dev.ok("POST", f"/v1/customers/{a['id']}/wallet/topup", json={"amount_usd": "10"})
+    calls = [
+        ("fc:openai/gpt-4o-mini", {"FC-Customer": a["id"]}, (120, 30)),
+        ("fc:openai/gpt-4o-mini", {"FC-Customer": a["id"]}, (7, 3)),
+        ("fc:openai/gpt-4o", {"FC-Customer": a["id"]}, (50, 10)),
+        ("fc:openai/gpt-4o-mini", {}, (11, 2)),
+        ("fc:openai/gpt-4o", {"FC-Customer": "newcomer"}, (9, 9)),
+    ]
+    for model, headers, (prompt_tokens, completion_tokens) in calls:
+        directive = {
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        }
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": f"hi #sim{json.dumps(directive)}"}],
+        }
+        r = await dev("POST", "/v1/chat/completions", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+    db = gateway.services.db
+    sums = """sum(requests)::bigint, sum(input_tokens)::bigint,
+              sum(cached_input_tokens)::bigint, sum(output_tokens)::bigint,
+              sum(reasoning_tokens)::bigint, sum(cost_usd), sum(billable_usd)"""
+
+    async def grouped(table: str, keys: str) -> set[tuple[Any, ...]]:
+        rows = await db.fetch(
+            f"SELECT {keys}, {sums} FROM {table} WHERE developer_id = $1 GROUP BY {keys}", dev.id
+        )
+        return {tuple(r) for r in rows}
+
+    by_model = await grouped("usage_daily", "day, model")
+    assert len(by_model) == 2
+    assert sum(r[2] for r in by_model) == len(calls)
+    assert await grouped("usage_daily_model", "day, model") == by_model
+    by_customer = await grouped("usage_daily", "day, customer_id")
+    assert len(by_customer) == 3
+    assert await grouped("usage_daily_customer", "day, customer_id") == by_customer
+    # And the events themselves agree with the aggregate.
+    billed = await db.fetchval(
+        "SELECT sum(billable_usd) FROM usage_event WHERE developer_id = $1", dev.id
+    )
+    report = await dev.ok("GET", "/v1/usage", params={"group_by": "customer"})
+    assert Decimal(report["total_billable_usd"]) == billed > 0
+    assert sum(Decimal(r["billable_amount_usd"]) for r in report["data"]) == billed
