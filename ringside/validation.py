@@ -1,7 +1,9 @@
 """Checks for JSON request bodies that are stored: objects, text, metadata, small integers.
 
 Every string that reaches PostgreSQL goes through :func:`text` (or is an id matched exactly), so
-no NUL or other control character is ever stored, and every length is bounded.
+no NUL or other control character is ever stored, and every length is bounded. Prose (an
+assistant's instructions, a message's text) goes through :func:`free_text` instead: newlines
+and tabs are its content, so only NUL is refused there (and length still bounded).
 """
 
 from __future__ import annotations
@@ -91,3 +93,17 @@ def positive_int(value: Any, param: str, *, maximum: int = INT32_MAX) -> int | N
             f"'{param}' must be an integer from 1 to {maximum}, or null.", param=param
         )
     return value
+
+
+def free_text(value: Any, param: str, *, max_len: int, min_len: int = 0) -> str:
+    """Prose (instructions, descriptions, message text): any characters, newlines included,
+    ``min_len`` to ``max_len`` of them. NUL never arrives here (``read_json`` refuses it)."""
+    if not isinstance(value, str) or not min_len <= len(value) <= max_len or "\x00" in value:
+        raise InvalidRequest(
+            f"'{param}' must be a string of {min_len} to {max_len} characters.", param=param
+        )
+    return value
+
+
+def optional_free_text(value: Any, param: str, *, max_len: int) -> str | None:
+    return None if value is None else free_text(value, param, max_len=max_len)

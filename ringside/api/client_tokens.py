@@ -94,15 +94,19 @@ _EXPOSED = ", ".join(
         "X-RateLimit-Reset",
         "Retry-After",
         "Idempotent-Replayed",
+        "openai-poll-after-ms",
     ]
 )
 _HEADER_LIST = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 
 
 def _browser_path(path: str) -> bool:
-    return path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models") or path.startswith(
-        "/v1/models/"
-    )
+    return path in (
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/threads",
+    ) or path.startswith(("/v1/models/", "/v1/threads/"))
 
 
 def _preflight(methods: str) -> Response:
@@ -131,6 +135,13 @@ async def preflight_post() -> Response:
 @client_tokens_bp.route("/v1/models/<path:model_id>", methods=["OPTIONS"])
 async def preflight_get(model_id: str | None = None) -> Response:
     return _preflight("GET, OPTIONS")
+
+
+# Threads, their messages, runs and steps (a client token reaches its customer's threads).
+@client_tokens_bp.route("/v1/threads", methods=["OPTIONS"])
+@client_tokens_bp.route("/v1/threads/<path:rest>", methods=["OPTIONS"])
+async def preflight_threads(rest: str | None = None) -> Response:
+    return _preflight("GET, POST, DELETE, OPTIONS")
 
 
 @client_tokens_bp.after_app_request

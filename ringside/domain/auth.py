@@ -74,7 +74,8 @@ class KeyAuthenticator:
         if token is None and client_token(headers) is not None:
             raise Forbidden(
                 "A client token can only call inference endpoints (chat completions,"
-                " embeddings, models); this endpoint needs a developer API key.",
+                " embeddings, models) and its customer's own threads and runs; this endpoint"
+                " needs a developer API key.",
                 code="client_token_not_allowed",
             )
         if token is None:

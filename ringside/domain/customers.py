@@ -17,7 +17,7 @@ from ringside.ids import new_id
 from ringside.money import format_usd, parse_usd
 from ringside.pagination import PageRequest, page_of, resolve_window
 from ringside.store import customers as store
-from ringside.store.bridge import Database, UniqueViolation
+from ringside.store.bridge import Conn, Database, UniqueViolation
 from ringside.store.customers import CustomerFields, CustomerRow
 
 
@@ -143,3 +143,21 @@ async def list_customers(
     win = await resolve_window(page, key_of)
     rows = await store.select_customers(db, developer_id, win, external_id=external_id)
     return page_of(rows, win)
+
+
+async def resolve_or_create_stub(db: Conn | Database, developer_id: str, ref: str) -> str:
+    """The id of the live customer ``ref`` names (a ``cus_`` id or an external id), created as
+    a stub with ``ref`` as its external id when there is none: once, however many calls race
+    (the rule ringside_reserve applies to calls)."""
+    # A racing creation makes our insert yield to its row, which the next lookup finds (the
+    # unique index makes the insert wait for the other transaction to end).
+    for _ in range(3):
+        row = await store.select_customer(db, developer_id, ref)
+        if row is not None:
+            return row.id
+        created = await store.insert_stub_customer(
+            db, id=new_id("cus"), developer_id=developer_id, external_id=ref
+        )
+        if created is not None:
+            return created
+    raise _exists(ref)

@@ -188,3 +188,20 @@ async def select_customer_limits(
     if record is None:
         return None
     return CustomerLimits(record["id"], record["rpm_limit"], record["tpm_limit"])
+
+
+# The same rule as ringside_reserve: a stub's external id is the reference that named it.
+_INSERT_STUB = """
+    INSERT INTO customer (id, developer_id, external_id, stub)
+    VALUES ($1, $2, $3, true)
+        ON CONFLICT (developer_id, external_id)
+     WHERE deleted_at IS NULL AND external_id IS NOT NULL DO NOTHING
+ RETURNING id"""
+
+
+async def insert_stub_customer(
+    conn: Conn | Database, *, id: str, developer_id: str, external_id: str
+) -> str | None:
+    """The new stub's id, or None when a live customer already holds the external id."""
+    created: str | None = await conn.fetchval(_INSERT_STUB, id, developer_id, external_id)
+    return created

@@ -252,6 +252,7 @@ async def test_a_client_token_reaches_nothing_but_inference(keyed: RunningGatewa
         ("POST", f"/v1/customers/{cid}/client_tokens"),
         ("POST", f"/v1/customers/{cid}/client_tokens/revoke"),
         ("GET", "/v1/webhooks"), ("POST", "/v1/webhooks"),
+        ("GET", "/v1/assistants"), ("POST", "/v1/assistants"),
     ]  # fmt: skip
     for method, path in refused:
         r = await keyed.http.request(method, path, headers=headers, json={})
@@ -263,12 +264,15 @@ async def test_a_client_token_reaches_nothing_but_inference(keyed: RunningGatewa
     ]:  # fmt: skip
         r = await keyed.http.request(method, f"/admin/v1{path}", headers=headers, json={})
         assert r.status_code == 401, (method, path)
-    # Every route the app serves: only inference (and health) answer a client token.
+    # Every route the app serves: only inference, the customer's own threads (tests/api/
+    # test_threads.py) and health answer a client token.
     inference = {"/v1/chat/completions", "/v1/embeddings", "/v1/models"}
     for rule in keyed.app.url_map.iter_rules():
         path = rule.rule.replace("<customer_id>", cid).replace("<developer_id>", dev_id)
         path = path.replace("<path:model_id>", MODEL)
-        if path in inference or path.startswith(("/v1/models/", "/healthz", "/readyz", "/static")):
+        if path in inference or path.startswith(
+            ("/v1/models/", "/v1/threads", "/healthz", "/readyz", "/static")
+        ):
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             r = await keyed.http.request(method, path, headers=headers, json={})

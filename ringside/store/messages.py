@@ -1,0 +1,253 @@
+"""SQL for thread messages.
+
+A conversation's ``message_count`` (live messages, at most 5,000) and ``next_ordinal`` move in
+the same conditional UPDATE that hands a new message its ordinal: the row lock serialises
+concurrent posts, the re-checked WHERE stops them at the cap, and ordinals follow lock order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ringside.pagination import Window
+from ringside.store.bridge import Conn, Database, Record
+from ringside.store.threads import (
+    ACTIVE_RUN,
+    MAX_MESSAGES,
+    ThreadRow,
+    json_or_none,
+    loads_or_none,
+)
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    seq: int
+    id: str
+    conversation_id: str
+    thread_id: str
+    ordinal: int
+    role: str
+    content: list[dict[str, Any]]
+    attachments: list[dict[str, Any]] | None
+    assistant_id: str | None
+    run_id: str | None
+    status: str
+    incomplete_details: dict[str, Any] | None
+    metadata: dict[str, str]
+    created_at: datetime
+    completed_at: datetime | None
+    incomplete_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MessageValues:
+    """A message to insert."""
+
+    id: str
+    role: str
+    content: list[dict[str, Any]]
+    attachments: list[dict[str, Any]] | None
+    metadata: dict[str, str]
+    assistant_id: str | None = None
+    run_id: str | None = None
+    status: str = "completed"
+
+
+_MESSAGE_COLUMNS = """seq, id, conversation_id, ordinal, role, content, attachments,
+    assistant_id, run_id, status, incomplete_details, metadata, created_at, completed_at,
+    incomplete_at"""
+_M_MESSAGE_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+
+_INSERT_INITIAL = f"""
+    INSERT INTO thread_message (id, conversation_id, ordinal, role, content, attachments,
+                                metadata, completed_at)
+    SELECT t.id, $1, t.ordinal, t.role, t.content::jsonb, t.attachments::jsonb,
+           t.metadata::jsonb, now()
+      FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[])
+           AS t (id, ordinal, role, content, attachments, metadata)
+ RETURNING {_MESSAGE_COLUMNS}"""
+
+_APPEND = """
+    WITH slot AS (
+        UPDATE conversation
+           SET message_count = message_count + 1, next_ordinal = next_ordinal + 1
+         WHERE id = $1 AND deleted_at IS NULL AND message_count < {cap} {unlocked}
+     RETURNING next_ordinal - 1 AS ordinal
+    )
+    INSERT INTO thread_message (id, conversation_id, ordinal, role, content, attachments,
+                                assistant_id, run_id, status, metadata, completed_at)
+    SELECT $2, $1, slot.ordinal, $3, $4::jsonb, $5::jsonb, $6, $7, $8::text, $9::jsonb,
+           CASE WHEN $8::text = 'completed' THEN now() END
+      FROM slot
+ RETURNING {columns}"""
+_APPEND_ANY = _APPEND.format(cap=MAX_MESSAGES, unlocked="", columns=_MESSAGE_COLUMNS)
+# A client's post: refused while a run holds the thread (as OpenAI refuses it).
+_APPEND_UNLOCKED = _APPEND.format(
+    cap=MAX_MESSAGES,
+    unlocked=f"AND NOT {ACTIVE_RUN.format(conv='$1')}",
+    columns=_MESSAGE_COLUMNS,
+)
+
+_FINISH_MESSAGE = f"""
+    WITH m AS (
+        UPDATE thread_message
+           SET content = $2::jsonb, status = $3::text, incomplete_details = $4::jsonb,
+               completed_at = CASE WHEN $3::text = 'completed' THEN now() END,
+               incomplete_at = CASE WHEN $3::text = 'incomplete' THEN now() END
+         WHERE id = $1
+     RETURNING {_MESSAGE_COLUMNS}
+    )
+    SELECT {_M_MESSAGE_COLUMNS}, a.thread_id
+      FROM m JOIN api_thread_aliases AS a ON a.conversation_id = m.conversation_id"""
+
+_SET_MESSAGE_METADATA = f"""
+    UPDATE thread_message SET metadata = $3::jsonb
+     WHERE conversation_id = $1 AND id = $2
+ RETURNING {_MESSAGE_COLUMNS}"""
+
+_SELECT_MESSAGE = f"""
+    SELECT {_MESSAGE_COLUMNS} FROM thread_message WHERE conversation_id = $1 AND id = $2"""
+
+# The count frees a slot under the cap; next_ordinal never goes back, so order stays stable.
+_DELETE_MESSAGE = f"""
+    WITH d AS (
+        DELETE FROM thread_message
+         WHERE conversation_id = $1 AND id = $2 AND NOT {ACTIVE_RUN.format(conv="$1")}
+     RETURNING conversation_id
+    )
+    UPDATE conversation SET message_count = message_count - 1
+     WHERE id = (SELECT conversation_id FROM d)
+ RETURNING id"""
+
+_LIST_MESSAGES = """
+    SELECT {columns}
+      FROM thread_message
+     WHERE conversation_id = $1 AND ($2::text IS NULL OR run_id = $2)
+       AND ordinal > $3::bigint AND ordinal < $4::bigint
+     ORDER BY ordinal {direction}
+     LIMIT $5"""
+_LIST_MESSAGES_ASC = _LIST_MESSAGES.format(columns=_MESSAGE_COLUMNS, direction="ASC")
+_LIST_MESSAGES_DESC = _LIST_MESSAGES.format(columns=_MESSAGE_COLUMNS, direction="DESC")
+
+_SELECT_ORDINAL = "SELECT ordinal FROM thread_message WHERE conversation_id = $1 AND id = $2"
+
+# The newest $2 (all when NULL), oldest first.
+_PROMPT = f"""
+    SELECT {_M_MESSAGE_COLUMNS}, a.thread_id
+      FROM (SELECT {_MESSAGE_COLUMNS} FROM thread_message
+             WHERE conversation_id = $1
+             ORDER BY ordinal DESC
+             LIMIT $2) AS m
+      JOIN api_thread_aliases AS a ON a.conversation_id = m.conversation_id
+     ORDER BY m.ordinal ASC"""
+
+
+def _message(record: Record, thread_id: str | None = None) -> MessageRow:
+    values = dict(record)
+    if thread_id is not None:
+        values["thread_id"] = thread_id
+    for name in ("content", "attachments", "incomplete_details"):
+        values[name] = loads_or_none(values[name])
+    values["metadata"] = orjson.loads(values["metadata"])
+    return MessageRow(**values)
+
+
+async def insert_initial_messages(
+    conn: Conn, thread: ThreadRow, messages: list[MessageValues]
+) -> list[MessageRow]:
+    """A new thread's messages, ordinals 0 to n - 1 (its counters were set by insert_thread)."""
+    if not messages:
+        return []
+    records = await conn.fetch(
+        _INSERT_INITIAL,
+        thread.conversation_id,
+        [m.id for m in messages],
+        list(range(len(messages))),
+        [m.role for m in messages],
+        [json_or_none(m.content) for m in messages],
+        [json_or_none(m.attachments) for m in messages],
+        [json_or_none(m.metadata) for m in messages],
+    )
+    rows = [_message(r, thread.thread_id) for r in records]
+    return sorted(rows, key=lambda m: m.ordinal)
+
+
+async def append_message(
+    conn: Conn | Database, thread: ThreadRow, values: MessageValues, *, unless_locked: bool
+) -> MessageRow | None:
+    """The message, with the thread's next ordinal; None when the thread is full or gone
+    (or, ``unless_locked``, holds an active run): see select_thread_state."""
+    record = await conn.fetchrow(
+        _APPEND_UNLOCKED if unless_locked else _APPEND_ANY,
+        thread.conversation_id,
+        values.id,
+        values.role,
+        json_or_none(values.content),
+        json_or_none(values.attachments),
+        values.assistant_id,
+        values.run_id,
+        values.status,
+        json_or_none(values.metadata),
+    )
+    return _message(record, thread.thread_id) if record else None
+
+
+async def finish_message(
+    conn: Conn | Database,
+    message_id: str,
+    *,
+    content: list[dict[str, Any]],
+    status: str,
+    incomplete_details: dict[str, Any] | None,
+) -> MessageRow | None:
+    record = await conn.fetchrow(
+        _FINISH_MESSAGE, message_id, json_or_none(content), status, json_or_none(incomplete_details)
+    )
+    return _message(record) if record else None
+
+
+async def set_message_metadata(
+    conn: Conn | Database, thread: ThreadRow, message_id: str, metadata: dict[str, str]
+) -> MessageRow | None:
+    record = await conn.fetchrow(
+        _SET_MESSAGE_METADATA, thread.conversation_id, message_id, json_or_none(metadata)
+    )
+    return _message(record, thread.thread_id) if record else None
+
+
+async def select_message(
+    conn: Conn | Database, thread: ThreadRow, message_id: str
+) -> MessageRow | None:
+    record = await conn.fetchrow(_SELECT_MESSAGE, thread.conversation_id, message_id)
+    return _message(record, thread.thread_id) if record else None
+
+
+async def delete_message(conn: Conn | Database, thread: ThreadRow, message_id: str) -> bool:
+    """Deleted, unless missing or the thread holds an active run."""
+    return await conn.fetchval(_DELETE_MESSAGE, thread.conversation_id, message_id) is not None
+
+
+async def select_messages(
+    conn: Conn | Database, thread: ThreadRow, run_id: str | None, win: Window
+) -> list[MessageRow]:
+    query = _LIST_MESSAGES_ASC if win.ascending else _LIST_MESSAGES_DESC
+    records = await conn.fetch(query, thread.conversation_id, run_id, *win.bounds)
+    return [_message(r, thread.thread_id) for r in records]
+
+
+async def select_message_ordinal(
+    conn: Conn | Database, conversation_id: str, message_id: str
+) -> int | None:
+    ordinal: int | None = await conn.fetchval(_SELECT_ORDINAL, conversation_id, message_id)
+    return ordinal
+
+
+async def select_prompt_messages(
+    conn: Conn | Database, conversation_id: str, last: int | None
+) -> list[MessageRow]:
+    return [_message(r) for r in await conn.fetch(_PROMPT, conversation_id, last)]
