@@ -13,6 +13,7 @@ from ringside.domain.client_tokens import ClientTokens
 from ringside.domain.modelrefs import resolve
 from ringside.domain.processes import serve_heartbeat
 from ringside.domain.rate_limits import RateLimiter
+from ringside.domain.run_executor import RunExecutor
 from ringside.ids import new_id
 from ringside.services import Services
 from ringside.settings import Settings
@@ -74,6 +75,7 @@ async def _open_services(
             slots=settings.slots,
             pricing=settings.pricing,
             process_id=new_id("proc"),
+            runs=RunExecutor(),
         )
         if not calls_providers:
             yield svc
@@ -81,6 +83,7 @@ async def _open_services(
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_heartbeat, svc)
             await nursery.start(svc.limits.serve)  # sends the token settlements
+            await nursery.start(svc.runs.serve, db)  # executes run segments
             yield svc
             nursery.cancel_scope.cancel()
 

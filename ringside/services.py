@@ -11,6 +11,7 @@ from ringside.catalog import Catalog
 from ringside.domain.auth import KeyAuthenticator
 from ringside.domain.client_tokens import ClientTokens
 from ringside.domain.rate_limits import RateLimiter
+from ringside.domain.run_executor import RunExecutor
 from ringside.pricing import PricingPolicy
 from ringside.settings import Settings
 from ringside.store.bridge import Cache, Database
@@ -29,3 +30,4 @@ class Services:
     slots: Mapping[str, Sequence[str]]
     pricing: PricingPolicy
     process_id: str  # this process in gateway_process; holds it writes carry it
+    runs: RunExecutor  # serving only in a process that calls providers (the web app)

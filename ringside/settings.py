@@ -98,6 +98,8 @@ class Settings:
     process_dead_after_s: float = 15.0
     sweep_interval_s: float = 5.0
     hold_max_age_s: float = 6 * 3600.0
+    # A run's expiry when it names none (expires_in_seconds), SPEC §9.
+    run_expiry_s: float = 600.0
     # Client token signing keys (kid, secret), the first signs; empty: a key generated once and
     # kept in PostgreSQL.
     client_token_keys: tuple[tuple[str, str], ...] = ()
@@ -142,6 +144,7 @@ class Settings:
             process_dead_after_s=_float(env, "RINGSIDE_PROCESS_DEAD_AFTER_SECONDS", 15.0),
             sweep_interval_s=_float(env, "RINGSIDE_SWEEP_INTERVAL_SECONDS", 5.0),
             hold_max_age_s=_float(env, "RINGSIDE_HOLD_MAX_AGE_SECONDS", 6 * 3600.0),
+            run_expiry_s=_float(env, "RINGSIDE_RUN_EXPIRY_SECONDS", 600.0),
             client_token_keys=_client_token_keys(env.get("RINGSIDE_CLIENT_TOKEN_KEYS")),
             webhooks_allow_private=env.get("RINGSIDE_WEBHOOKS_ALLOW_PRIVATE", "") in ("1", "true"),
             webhook_poll_s=_float(env, "RINGSIDE_WEBHOOK_POLL_SECONDS", 0.5),

@@ -105,7 +105,7 @@ async def open_stream(
     handed_over = False
     try:
         target, response = await cascade.walk(
-            attempts, lambda t: _open_once(svc, t, req, ctx.request_id)
+            attempts, lambda t: open_upstream_stream(svc, t, req, ctx.request_id)
         )
         relay = StreamRelay(svc, ctx, req, target, response, on_finish, hold)
         handed_over = True
@@ -145,7 +145,7 @@ async def _call_once(
     )
 
 
-async def _open_once(
+async def open_upstream_stream(
     svc: Services, target: ResolvedModel, req: ChatRequest, request_id: str
 ) -> httpx.Response:
     cfg = cascade.provider_for(svc, target)

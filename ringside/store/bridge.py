@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 import asyncpg
@@ -74,6 +74,36 @@ class Database(_Queries):
         try:
             yield Conn(self._loop, raw)
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._bridge(self._target.release)(raw)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
+        """``LISTEN channel`` on a connection of its own, held while the context is open; the
+        payloads of the notifications arrive on the returned channel (at most 10,000 waiting;
+        beyond that, new ones are dropped). The channel ends if the connection is lost: the
+        caller listens again."""
+        send, receive = trio.open_memory_channel[str](10_000)
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            # Runs in the trio-asyncio loop's task, in trio's thread.
+            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                send.send_nowait(payload)
+
+        def on_lost(_conn: Any) -> None:
+            send.close()
+
+        raw = await self._bridge(self._target.acquire)()
+        try:
+            raw.add_termination_listener(on_lost)
+            await self._bridge(raw.add_listener)(channel, on_notify)
+            try:
+                yield receive
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._bridge(raw.remove_listener)(channel, on_notify)
+        finally:
+            send.close()
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._bridge(self._target.release)(raw)
 
