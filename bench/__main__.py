@@ -1,5 +1,6 @@
 """``python -m bench [--quick | --duration S] [--streams N] [--rounds R]``: run the benchmark,
-print the table and write ``bench/results/latest.json``."""
+print the table and write ``bench/results/latest.json``. ``--only assistants`` runs the
+Assistants step alone (no wrk; ``bench/results/assistants.json``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 from types import FrameType
 
 from bench import report
-from bench.runner import Options, run
+from bench.runner import Options, run, run_assistants_only
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+ASSISTANTS_RESULTS = RESULTS.with_name("assistants.json")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -29,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat every cell, report medians (noisy machines)"
     )
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument("--json", type=Path, default=None, help="where to write results")
+    parser.add_argument("--only", choices=["assistants"], help="one step alone (no wrk needed)")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
+    if args.only is None and shutil.which("wrk") is None:
         print("wrk is not installed. Install it with:\n"
               "  apt-get update && apt-get install -y wrk   (or bench/install-wrk.sh)",
               file=sys.stderr)  # fmt: skip
@@ -41,20 +44,27 @@ def main(argv: list[str] | None = None) -> int:
         duration=3.0 if args.quick else args.duration,
         streams=args.streams,
         rounds=max(1, args.rounds),
+        quick=args.quick,
     )
     workdir = Path(tempfile.mkdtemp(prefix="ringside-bench-"))
+    only = args.only == "assistants"
+    json_path = args.json or (ASSISTANTS_RESULTS if only else RESULTS)
     try:
-        results = run(opts, workdir)
+        results = (run_assistants_only if only else run)(opts, workdir)
     except KeyboardInterrupt:
         print(f"interrupted; logs kept in {workdir}", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"benchmark failed: {exc}\nlogs kept in {workdir}", file=sys.stderr)
         return 1
-    results["checks"] = report.checks(results)
-    print(report.render(results))
-    report.write_json(results, args.json)
-    print(f"\nresults written to {args.json}")
+    if only:
+        results["checks"] = report.assistants_checks(results)
+        print(report.render_assistants(results))
+    else:
+        results["checks"] = report.checks(results)
+        print(report.render(results))
+    report.write_json(results, json_path)
+    print(f"\nresults written to {json_path}")
     shutil.rmtree(workdir, ignore_errors=True)
     failed = any(c["verdict"] != "PASS" for c in results["checks"])
     return 1 if failed else 0

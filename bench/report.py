@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from bench import assistants
+
 THROUGHPUT_MIN_PCT = 80.0  # full path req/s as % of the floor's, at c=16
 ADDED_P50_MAX_MS = 2.5  # full path p50 minus the floor's, at c=1
 STREAMS_RSS_MAX_MB = 250.0  # the serving worker's RSS with N streams open
@@ -87,6 +89,9 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
             f" {slowest['rows']} rows; next: {runner_up['report']}"
             f" {runner_up['median_ms']:.1f} ms",
         )
+    if results.get("assistants"):
+        for target in assistants.targets(results["assistants"]):
+            add(*target)
     probe = results["memory"]["streams"]
     rss = probe["rss"]["worker_mb"]
     all_open = probe["opened"] == probe["wanted"]
@@ -182,16 +187,47 @@ def render(results: dict[str, Any]) -> str:
         ]
     if results.get("usage_reports"):
         lines += ["", *_usage_lines(results["usage_reports"])]
+    if results.get("assistants"):
+        lines += ["", *assistants.lines(results["assistants"])]
     lines += ["", "Targets"]
+    lines += _target_lines(results)
+    if flagged:
+        lines.append(f"\nWARNING: {flagged} cell(s) had non-2xx responses or socket errors.")
+    lines += [f"NOTE: {note}" for note in results["notes"]]
+    return "\n".join(lines)
+
+
+def assistants_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of ``--only assistants``."""
+    return [
+        {"check": name, "value": round(value, 2), "unit": unit, "info": info,
+         "verdict": ("PASS" if ok else "FAIL") if clean else "FAIL (errors)"}
+        for name, value, unit, ok, clean, info in assistants.targets(results["assistants"])
+    ]  # fmt: skip
+
+
+def render_assistants(results: dict[str, Any]) -> str:
+    """The table of ``--only assistants``."""
+    lines = [
+        f"Ringside assistants benchmark  127.0.0.1, {os.cpu_count()} CPUs, gateway model"
+        f" {results['model']} ({results['gateway_app']})",
+        "",
+        *assistants.lines(results["assistants"]),
+        "",
+        "Targets",
+        *_target_lines(results),
+    ]
+    return "\n".join(lines)
+
+
+def _target_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
     for check in results["checks"]:
         lines.append(
             f"  {check['verdict']:<14}{check['check']:<48}{check['value']:>9.2f} {check['unit']:<3}"
             f"  ({check['info']})"
         )
-    if flagged:
-        lines.append(f"\nWARNING: {flagged} cell(s) had non-2xx responses or socket errors.")
-    lines += [f"NOTE: {note}" for note in results["notes"]]
-    return "\n".join(lines)
+    return lines
 
 
 def _usage_lines(usage: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import assistants
 from bench.harness import (
     BenchError,
     Child,
@@ -60,6 +61,7 @@ class Options:
     streams: int
     rounds: int = 1
     warmup: float = 1.0
+    quick: bool = False  # smaller assistants step too
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,30 @@ def memory(master: int) -> dict[str, float]:
     return {**sample, "sum_mb": sample["worker_mb"] + sample["master_mb"]}
 
 
+def _assistants(gw: Gateway, opts: Options) -> dict[str, Any]:
+    sizes = assistants.QUICK_SIZES if opts.quick else {}
+    return assistants.run_assistants(
+        gw.data_dir, gw.base_url, gw.billed.headers, gw.plain.model,
+        lambda: memory(gw.child.proc.pid), **sizes,
+    )  # fmt: skip
+
+
+def run_assistants_only(opts: Options, workdir: Path) -> dict[str, Any]:
+    """``--only assistants``: the simulator, one gateway and the assistants step, no wrk."""
+    raise_fd_limit(assistants.IN_FLIGHT * 3 + 512)  # before spawning: the servers inherit it
+    children = Children(workdir)
+    try:
+        sim, _ = start_simulator(children)
+        gw = start_gateway(children, f"{sim}/openai/v1", "ringside:app")
+        return {"gateway_app": "ringside:app", "model": gw.plain.model,
+                "assistants": _assistants(gw, opts)}  # fmt: skip
+    except (BenchError, KeyboardInterrupt, OSError, httpx.HTTPError):
+        print(f"benchmark aborted; child logs:\n{children.logs()}", file=sys.stderr)
+        raise
+    finally:
+        children.close()
+
+
 def run(opts: Options, workdir: Path) -> dict[str, Any]:
     raise_fd_limit(opts.streams + 512)  # before spawning: the servers inherit it
     app = "ringside:app"
@@ -372,6 +398,13 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         )  # fmt: skip
         time.sleep(2.0)
         after = memory(gw_child.proc.pid)
+        # After the stream probe, so its figure stays comparable with earlier runs; the RSS
+        # with runs in flight is then an upper bound (the probe's peak stays in the heap).
+        runs: dict[str, Any] | None = None
+        try:
+            runs = _assistants(gw, opts)
+        except BenchError as exc:  # the other steps' figures still count
+            notes.append(f"the assistants step failed: {exc}")
         # Last: its big report bodies would weigh on the worker's RSS in the probe above.
         usage = run_usage_reports(gw.data_dir, gw.base_url, gw.auth, gw.developer_id)
         if usage["loaded"]["holds_left"]:
@@ -396,6 +429,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             "billed": {"customer": CUSTOMER, "monthly_budget_usd": BUDGET_USD,
                        "wallet_topup_usd": BUDGET_USD, "first_call_headers": gw.first_billed},
             "usage_reports": usage,
+            "assistants": runs,
             "memory": {"idle_start": idle_start, "idle_after_load": idle_loaded,
                        "streams": asdict(probe), "after_streams": after},
         }  # fmt: skip

@@ -7,7 +7,8 @@ named ones, or all of them, in one nursery (:func:`serve_workers`): a worker tha
 logged and restarted with back-off, and SIGTERM or SIGINT stops them all, letting in-flight
 work finish first (each worker bounds its own: a webhook attempt by its request timeout).
 ``settlement`` settles the holds of calls whose gateway process died; ``webhooks`` delivers
-signed webhook events. Run expiry and file ingest land here with the features that need them.
+signed webhook events; ``runs`` expires overdue Assistants runs (and finishes cancels that no
+live process will). File ingest lands here with the feature that needs it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Protocol
 import trio
 
 from ringside.services import Services
+from workers.runs import serve_runs
 from workers.settlement import serve_settlement
 from workers.webhooks import serve_webhooks
 
@@ -39,7 +41,11 @@ class Worker(Protocol):
     ) -> Awaitable[None]: ...
 
 
-WORKERS: Mapping[str, Worker] = {"settlement": serve_settlement, "webhooks": serve_webhooks}
+WORKERS: Mapping[str, Worker] = {
+    "settlement": serve_settlement,
+    "webhooks": serve_webhooks,
+    "runs": serve_runs,
+}
 
 
 async def supervise(

@@ -131,5 +131,5 @@ async def test_help_and_unknown_names_answer_in_one_line(env: dict[str, str]) ->
                                  capture_stdout=True, capture_stderr=True, check=False)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.decode() == (
-        "workers: unknown worker nope (available: settlement, webhooks)\n"
+        "workers: unknown worker nope (available: settlement, webhooks, runs)\n"
     )
