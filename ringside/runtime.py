@@ -71,7 +71,7 @@ async def _open_services(
             catalog=catalog,
             auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
             client_tokens=ClientTokens(db, settings.client_token_keys, settings.key_cache_ttl_s),
-            limits=RateLimiter(settings.limits, db, cache),
+            limits=RateLimiter(settings.limits, db, cache, redis_url=urls.redis_url),
             slots=settings.slots,
             pricing=settings.pricing,
             process_id=new_id("proc"),

@@ -257,7 +257,8 @@ CREATE INDEX usage_event_customer_created_idx ON usage_event (developer_id, cust
     WHERE customer_ref IS NOT NULL;
 
 -- The money functions (ringside_new_id, ringside_reserve, ringside_settle) are defined in
--- sql/0002_customers_billing.sql.
+-- sql/0002_customers_billing.sql (ringside_settle as replaced by 0005_usage_rollups.sql,
+-- ringside_reserve by 0007_reserve_lock_mode.sql).
 
 CREATE TABLE webhook_endpoint (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,

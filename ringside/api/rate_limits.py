@@ -9,9 +9,16 @@ from quart import g, request
 from ringside.domain.auth import Caller
 from ringside.domain.rate_limits import Admission, Subject, client_ip
 from ringside.services import Services
+from ringside.store.bridge import Conn
 
 
-async def admit(svc: Services, caller: Caller, customer_ref: str | None, tokens: int) -> Admission:
+async def admit(
+    svc: Services,
+    caller: Caller,
+    customer_ref: str | None,
+    tokens: int,
+    conn: Conn | None = None,
+) -> Admission:
     """Count the call against every layer (raises ``RateLimited``); settle the returned
     admission with ``svc.limits.settle_soon`` once the call's usage is known."""
     limits = svc.limits
@@ -26,7 +33,7 @@ async def admit(svc: Services, caller: Caller, customer_ref: str | None, tokens:
         tier=caller.tier,
         customer_ref=customer_ref,
     )
-    admission = await limits.admit(subject, tokens)
+    admission = await limits.admit(subject, tokens, conn)
     g.rate_limit_headers = admission.headers
     admission.check()
     return admission

@@ -21,6 +21,7 @@ from ringside.domain.run_executor import EventStream
 from ringside.errors import InvalidRequest, ServiceUnavailable
 from ringside.pagination import PageRequest, list_json
 from ringside.services import Services
+from ringside.store.bridge import Conn
 from ringside.store.runs import RunRow
 
 runs_bp = Blueprint("runs", __name__)
@@ -48,8 +49,8 @@ def _run_response(run: RunRow, thread_id: str) -> Response:
 
 
 def _origin(svc: Services, caller: Caller) -> run_calls.Origin:
-    async def admit(customer_ref: str | None, tokens: int) -> Admission:
-        return await rate_limits.admit(svc, caller, customer_ref, tokens)
+    async def admit(customer_ref: str | None, tokens: int, conn: Conn) -> Admission:
+        return await rate_limits.admit(svc, caller, customer_ref, tokens, conn)
 
     return run_calls.Origin(request_log().request_id, admit)
 

@@ -28,7 +28,7 @@ from ringside.errors import PaymentRequired, ServiceUnavailable
 from ringside.money import charge, format_usd
 from ringside.pricing import PricingPolicy
 from ringside.store import billing as store
-from ringside.store.bridge import TRANSIENT_ERRORS, Database, InterfaceError, PostgresError
+from ringside.store.bridge import TRANSIENT_ERRORS, Conn, Database, InterfaceError, PostgresError
 from ringside.tokens import TokenUsage
 
 log = logging.getLogger("ringside.billing")
@@ -112,7 +112,7 @@ _REFUSALS = {
 
 
 async def reserve(
-    db: Database,
+    db: Conn | Database,
     policy: PricingPolicy,
     process_id: str,
     caller: Caller,

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -23,7 +23,7 @@ from ringside.domain.run_prompt import PromptMessage, RunSettings
 from ringside.domain.threads import ThreadRow
 from ringside.services import Services
 from ringside.store import runs as store
-from ringside.store.bridge import Conn, Database
+from ringside.store.bridge import Conn
 from ringside.store.run_steps import StepRow
 from ringside.store.runs import RunRow
 
@@ -33,10 +33,11 @@ class Origin:
     """The request that starts a call: its id becomes the call's (so the access log, the usage
     event and an Idempotency-Key's crash recovery all name the same request), and ``admit``
     counts the call against the rate limits (api/rate_limits.admit, bound to the request:
-    (customer ref, tokens) -> Admission, raising RateLimited)."""
+    (customer ref, tokens, the transaction's connection) -> Admission, raising
+    RateLimited)."""
 
     request_id: str
-    admit: Callable[[str | None, int], Awaitable[Admission]]
+    admit: Callable[[str | None, int, Conn], Awaitable[Admission]]
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Reservations:
         req = ChatRequest.parse(built.body)
         cap = svc.limits.policy.output_tokens_estimate
         admission = await origin.admit(
-            customer_ref, estimate_tokens(req.size, req.max_output_tokens, 1, cap)
+            customer_ref, estimate_tokens(req.size, req.max_output_tokens, 1, cap), conn
         )
         call = Call(ctx, billed, req, None, attempts, None, admission, customer_ref)
         self.calls.append(call)
@@ -124,7 +125,7 @@ class Reservations:
         # another connection while this one holds the thread lock could wait for a pool
         # connection that the runs queued behind that lock are holding.
         call.hold = await billing.reserve(
-            cast(Database, conn), svc.pricing, svc.process_id, billed, ctx, attempts.targets, bounds
+            conn, svc.pricing, svc.process_id, billed, ctx, attempts.targets, bounds
         )
         call.customer_id = call.hold.customer_id
         return call

@@ -148,7 +148,16 @@ async def _connect_pg(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         max_size=max_size,
         max_inactive_connection_lifetime=0,
         max_cached_statement_lifetime=0,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a released connection needs beyond asyncpg's own clean-up (which rolls back an
+    open transaction and drops its listeners): nothing. The default reset sends
+    ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release —
+    a round trip per query through the pool, for session state Ringside never leaves behind
+    (no SET, no cursors; the migration lock and LISTEN are undone where they are taken)."""
 
 
 @asynccontextmanager

@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ringside.store.bridge import Cache, NoScriptError
+from ringside.store.bridge import NoScriptError
+from ringside.store.resp import RedisNoScript
 
 _ADMIT = """
 local t = redis.call('TIME')
@@ -65,6 +67,13 @@ return #KEYS
 """
 
 
+class Commands(Protocol):
+    """Where the scripts run: the limiter's native connection (``store/resp.py``) or the
+    bridged redis-py client (``store/bridge.py``)."""
+
+    async def execute(self, *args: Any) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Script:
     source: str
@@ -93,25 +102,27 @@ class Verdict:
     after_us: list[int]  # per bucket: how far its TAT is (or would be) ahead of now
 
 
-async def _run(cache: Cache, script: Script, buckets: Sequence[Bucket], period_us: int) -> object:
+async def _run(
+    cache: Commands, script: Script, buckets: Sequence[Bucket], period_us: int
+) -> object:
     keys = [b.key for b in buckets]
     args: list[int] = [period_us]
     for b in buckets:
         args += [b.limit, b.cost]
     try:
         return await cache.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-    except NoScriptError:
+    except (NoScriptError, RedisNoScript):
         # First use on this Redis (or after a restart / SCRIPT FLUSH): EVAL caches it.
         return await cache.execute("EVAL", script.source, len(keys), *keys, *args)
 
 
-async def admit(cache: Cache, buckets: Sequence[Bucket], period_us: int) -> Verdict:
+async def admit(cache: Commands, buckets: Sequence[Bucket], period_us: int) -> Verdict:
     reply = await _run(cache, ADMIT, buckets, period_us)
     assert isinstance(reply, list)
     refused = int(reply[0])
     return Verdict(refused - 1 if refused else None, int(reply[1]), [int(v) for v in reply[2:]])
 
 
-async def settle(cache: Cache, buckets: Sequence[Bucket], period_us: int) -> None:
+async def settle(cache: Commands, buckets: Sequence[Bucket], period_us: int) -> None:
     if buckets:
         await _run(cache, SETTLE, buckets, period_us)

@@ -480,6 +480,49 @@ async def test_concurrent_run_creations_exactly_one_wins(gateway: RunningGateway
     assert await db.fetchval("SELECT count(*) FROM billing_hold") <= 1
 
 
+async def test_attributed_run_creations_neither_jam_nor_deadlock(gateway: RunningGateway) -> None:
+    """Run creations billed to one customer: 16 on one thread (more than the pool's
+    connections, each waiting on the thread lock while holding one) and 24 on threads of their
+    own. The first jammed (the rate limiter looked the customer up on a second pooled
+    connection), the second deadlocked (each run insert's foreign key lock against the other's
+    reservation of the customer row)."""
+    dev, client, asst_id, _ = await run_setup(gateway)
+    await dev.customer(external_id="acct-9", monthly_budget_usd="100")
+    headers = {"FC-Customer": "acct-9"}  # the threads are the customer's, and so are the runs
+    thread_id, *others = [
+        (
+            await client.beta.threads.create(
+                messages=[{"role": "user", "content": 'x #sim{"delay": 0.3}'}],
+                extra_headers=headers,
+            )
+        ).id
+        for _ in range(25)
+    ]
+    statuses: dict[str, list[int]] = {"same": [], "own": []}
+
+    async def create(thread: str, group: str) -> None:
+        r = await dev(
+            "POST", f"/v1/threads/{thread}/runs", json={"assistant_id": asst_id}, headers=headers
+        )
+        statuses[group].append(r.status_code)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(create, thread_id, "same")
+            for other in others:
+                nursery.start_soon(create, other, "own")
+    assert sorted(statuses["same"]) == [200] + [409] * 15
+    assert statuses["own"] == [200] * 24
+    db = gateway.services.db
+    active = "SELECT count(*) FROM run WHERE status IN ('queued', 'in_progress')"
+    with trio.fail_after(10):
+        while await db.fetchval(active):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    assert await db.fetchval("SELECT count(*) FROM run WHERE status = 'completed'") == 25
+    assert await db.fetchval("SELECT count(*) FROM billing_hold") == 0
+
+
 async def _executing(gateway: RunningGateway) -> tuple[str, str, openai.AsyncOpenAI]:
     _, client, asst_id, thread_id = await run_setup(gateway, 'a b c d e f #sim{"chunk_delay": 0.3}')
     run = await client.beta.threads.runs.create(thread_id=thread_id, assistant_id=asst_id)

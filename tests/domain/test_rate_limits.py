@@ -40,13 +40,16 @@ def subject(ip: str | None = "192.0.2.1", token: str | None = None, dev: str = "
     )
 
 
-@pytest.fixture
+@pytest.fixture(params=["native", "bridged"])
 async def limiter(
-    database_url: str, redis_url: str, nursery: trio.Nursery
+    request: pytest.FixtureRequest, database_url: str, redis_url: str, nursery: trio.Nursery
 ) -> AsyncIterator[RateLimiter]:
+    """The limiter on its native Redis connection (``store/resp.py``, as in the web process),
+    and through the bridged redis-py client (no URL given: before ``serve`` does the same)."""
+    native = redis_url if request.param == "native" else None
     async with open_storage(database_url, redis_url) as (db, cache):
-        limiter = RateLimiter(policy(), db, cache)
-        nursery.start_soon(limiter.serve)
+        limiter = RateLimiter(policy(), db, cache, redis_url=native)
+        await nursery.start(limiter.serve)
         yield limiter
 
 
@@ -142,11 +145,17 @@ async def test_disabled_limits_admit_everything(database_url: str, redis_url: st
             assert (await admitted(limiter, subject(), tokens=10)).headers == {}
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("fail_open", [True, False])
-async def test_redis_down_fails_open_or_closed(database_url: str, fail_open: bool) -> None:
+async def test_redis_down_fails_open_or_closed(
+    database_url: str, fail_open: bool, native: bool, nursery: trio.Nursery
+) -> None:
     dead = "redis://127.0.0.1:1/0"
     async with open_storage(database_url, dead) as (db, cache):
-        limiter = RateLimiter(policy(fail_open=fail_open), db, cache)
+        limiter = RateLimiter(
+            policy(fail_open=fail_open), db, cache, redis_url=dead if native else None
+        )
+        await nursery.start(limiter.serve)
         for _ in range(2):  # the second call does not try Redis again for a second
             if fail_open:
                 admission = await admitted(limiter, subject())
