@@ -14,6 +14,7 @@ from ringside.domain import customers
 from ringside.domain.auth import Caller, client_token
 from ringside.domain.cascade import customer_ref
 from ringside.domain.client_tokens import parse_mint_spec
+from ringside.domain.rate_limits import peer_address
 from ringside.errors import Forbidden
 
 client_tokens_bp = Blueprint("client_tokens", __name__)
@@ -21,9 +22,11 @@ _TOKENS = "/v1/customers/<customer_id>/client_tokens"
 
 
 def client_ip() -> str | None:
-    """The peer address. Behind a proxy this is the proxy's; nothing reads X-Forwarded-For
-    yet (that needs a trusted-proxy setting)."""
-    return request.remote_addr
+    """The caller's address, as a token's ``ip`` binding sees it: the peer, or behind a
+    trusted proxy (``RINGSIDE_TRUSTED_PROXIES``) the ``X-Forwarded-For`` hop it reports."""
+    trusted = services().limits.policy.trusted_proxies
+    forwarded = request.headers.getlist("X-Forwarded-For") if trusted else []
+    return peer_address(request.remote_addr, forwarded, trusted)
 
 
 async def inference_caller() -> Caller:

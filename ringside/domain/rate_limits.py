@@ -330,16 +330,35 @@ class RateLimiter:
         return headers
 
 
+def peer_address(
+    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
+) -> str | None:
+    """The caller's address: the direct peer, or — only when the peer is a trusted proxy — the
+    right-most ``X-Forwarded-For`` entry that is not a trusted proxy (entries to its left are
+    whatever the client chose to send)."""
+    addr = _peer(peer, forwarded_for, trusted)
+    return (peer or None) if addr is None else str(addr)
+
+
 def client_ip(
     peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
 ) -> str | None:
-    """The address a call counts against: the direct peer, or — only when the peer is a trusted
-    proxy — the right-most ``X-Forwarded-For`` entry that is not a trusted proxy (entries to
-    its left are whatever the client chose to send). IPv6 addresses count per /64, the
-    smallest network a host is usually given."""
-    addr = _parse(peer)
+    """The address a call counts against (``peer_address``); IPv6 addresses count per /64,
+    the smallest network a host is usually given."""
+    addr = _peer(peer, forwarded_for, trusted)
     if addr is None:
         return peer or None
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def _peer(
+    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    addr = _parse(peer)
+    if addr is None:
+        return None
     if _trusted(addr, trusted):
         hops = [hop for value in forwarded_for for hop in value.split(",")]
         for hop in reversed(hops):
@@ -349,9 +368,7 @@ def client_ip(
             addr = ip
             if not _trusted(ip, trusted):
                 break
-    if isinstance(addr, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network(f"{addr}/64", strict=False))
-    return str(addr)
+    return addr
 
 
 def _trusted(

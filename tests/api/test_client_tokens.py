@@ -166,6 +166,27 @@ async def test_the_token_is_bound_to_its_origin_and_ip(keyed: RunningGateway) ->
     assert sdk.value.code == "origin_mismatch"
 
 
+async def test_behind_a_trusted_proxy_the_ip_binding_reads_x_forwarded_for(
+    keyed: RunningGateway,
+    database_url: str,
+    redis_url: str,
+    simulator: RunningSimulator,
+    data_dir: Path,
+) -> None:
+    key, _, _ = await developer(keyed)
+    bound = await token_for(keyed, key, "acct-1", ip="203.0.113.7")
+    # Not a trusted proxy: the header is the client's own claim and is ignored.
+    forged = await chat_status(keyed, bound, **{"X-Forwarded-For": "203.0.113.7"})
+    assert code_of(forged) == (403, "origin_mismatch")
+    env = {**keys_env(OLD), "RINGSIDE_TRUSTED_PROXIES": "127.0.0.1/32"}
+    async with gateway_with(database_url, redis_url, simulator, data_dir, **env) as proxied:
+        via = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}  # the proxy appends the peer
+        assert (await chat_status(proxied, bound, **via)).status_code == 200
+        other = await chat_status(proxied, bound, **{"X-Forwarded-For": "203.0.113.8"})
+        assert code_of(other) == (403, "origin_mismatch")
+        assert code_of(await chat_status(proxied, bound)) == (403, "origin_mismatch")
+
+
 def encode_claims(token: str, secret: str | None, alg: str, drop: str = "") -> str:
     claims = jwt.decode(token, options={"verify_signature": False})
     claims.pop(drop, None)
