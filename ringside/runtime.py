@@ -14,6 +14,7 @@ from ringside.domain.modelrefs import resolve
 from ringside.domain.processes import serve_heartbeat
 from ringside.domain.rate_limits import RateLimiter
 from ringside.domain.run_executor import RunExecutor
+from ringside.domain.unstarted_streams import UnstartedStreams
 from ringside.ids import new_id
 from ringside.services import Services
 from ringside.settings import Settings
@@ -76,6 +77,7 @@ async def _open_services(
             pricing=settings.pricing,
             process_id=new_id("proc"),
             runs=RunExecutor(),
+            unstarted_streams=UnstartedStreams(settings.stream_start_grace_s),
         )
         if not calls_providers:
             yield svc
@@ -84,6 +86,7 @@ async def _open_services(
             await nursery.start(serve_heartbeat, svc)
             await nursery.start(svc.limits.serve)  # sends the token settlements
             await nursery.start(svc.runs.serve, db)  # executes run segments
+            await nursery.start(svc.unstarted_streams.serve)
             yield svc
             nursery.cancel_scope.cancel()
 

@@ -12,6 +12,7 @@ from ringside.domain.auth import KeyAuthenticator
 from ringside.domain.client_tokens import ClientTokens
 from ringside.domain.rate_limits import RateLimiter
 from ringside.domain.run_executor import RunExecutor
+from ringside.domain.unstarted_streams import UnstartedStreams
 from ringside.pricing import PricingPolicy
 from ringside.settings import Settings
 from ringside.store.bridge import Cache, Database
@@ -31,3 +32,5 @@ class Services:
     pricing: PricingPolicy
     process_id: str  # this process in gateway_process; holds it writes carry it
     runs: RunExecutor  # serving only in a process that calls providers (the web app)
+    # Stream bodies Quart never started (the client left before): closed after a grace.
+    unstarted_streams: UnstartedStreams

@@ -87,6 +87,8 @@ class Settings:
     # upstream read (httpx read timeout, on the scope httpcore opens per read anyway).
     upstream_timeout_s: float = 600.0
     stream_idle_timeout_s: float = 120.0
+    # A stream body Quart has not started after this long is closed (its client left first).
+    stream_start_grace_s: float = 30.0
     key_cache_ttl_s: float = 0.5
     max_body_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
@@ -135,6 +137,7 @@ class Settings:
             slots=_slots(config),
             upstream_timeout_s=_float(env, "RINGSIDE_UPSTREAM_TIMEOUT_SECONDS", 600.0),
             stream_idle_timeout_s=_float(env, "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            stream_start_grace_s=_float(env, "RINGSIDE_STREAM_START_GRACE_SECONDS", 30.0),
             key_cache_ttl_s=_float(env, "RINGSIDE_KEY_CACHE_TTL_SECONDS", 0.5),
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
             shutdown_grace_s=_float(env, "RINGSIDE_SHUTDOWN_GRACE_SECONDS", 10.0),

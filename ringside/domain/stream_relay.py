@@ -55,6 +55,8 @@ class StreamRelay:
         self._settled = False
         self._recorder: Callable[[bytes], Awaitable[None]] | None = None
         self._sent: list[bytes] = []
+        self._started = False
+        svc.unstarted_streams.add(self)
 
     def record(self, recorder: Callable[[bytes], Awaitable[None]]) -> None:
         """Keep every byte sent and hand them to ``recorder`` once the stream has ended and
@@ -65,6 +67,9 @@ class StreamRelay:
         return self
 
     async def __anext__(self) -> bytes:
+        if not self._started:
+            self._started = True
+            self._svc.unstarted_streams.discard(self)
         try:
             return await self._next()
         except StopAsyncIteration:
@@ -151,6 +156,7 @@ class StreamRelay:
         self._on_finish(status, http_status, usage)
 
     async def aclose(self) -> None:
+        self._svc.unstarted_streams.discard(self)
         if self._outcome is None:
             # Not finished by [DONE] or by an upstream failure: the client went away.
             ok = self._status == "ok"

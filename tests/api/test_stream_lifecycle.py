@@ -10,6 +10,10 @@ import openai
 import pytest
 import trio
 
+from ringside.domain import chat
+from ringside.domain.chat_request import ChatRequest
+from ringside.domain.metering import CallContext
+from ringside.ids import new_request_id
 from tests.gateway import RunningGateway, open_gateway
 from tests.simulator.server import RunningSimulator
 
@@ -181,3 +185,51 @@ async def test_provider_dropping_a_stream_surfaces_as_an_sdk_error(
     assert event["status"] == "upstream_error"
     assert event["usage_source"] == "counted"
     assert event["output_tokens"] > 0
+
+
+async def test_a_stream_body_that_never_starts_is_closed_and_settled(
+    database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
+) -> None:
+    """Quart sends a response's headers before it enters its body: a client leaving in between
+    leaves the relay unread and unclosed. The unstarted-stream guard closes it after its grace:
+    the hold is settled (client_aborted) and the upstream stream is closed."""
+    env = {"RINGSIDE_STREAM_START_GRACE_SECONDS": "0.4"}
+    async with open_gateway(database_url, redis_url, simulator, data_dir, env) as gw:
+        svc = gw.services
+        key = await gw.new_key()
+        caller = await svc.auth.caller_from({"Authorization": f"Bearer {key}"})
+        body = {
+            "model": "fc:openai/gpt-4o-mini",
+            "messages": [{"role": "user", "content": "one two three"}],
+            "stream": True,
+        }
+        req = ChatRequest.parse(body, None)
+        ctx = CallContext(
+            request_id=new_request_id(),
+            developer_id=caller.developer_id,
+            api_key_id=caller.key_id,
+            customer_ref=None,
+            model_requested="fc:openai/gpt-4o-mini",
+            stream=True,
+            started=trio.current_time(),
+        )
+        ended: list[str] = []
+        streaming = await chat.open_stream(
+            svc, caller, ctx, req, chat.plan(svc, req), lambda o, s, u: ended.append(o)
+        )
+        assert len(svc.unstarted_streams) == 1
+        db = svc.db
+        assert await db.fetchval("SELECT count(*) FROM billing_hold") == 1
+        with trio.fail_after(3):
+            while await db.fetchval("SELECT count(*) FROM billing_hold"):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert ended == ["client_aborted"]
+        assert len(svc.unstarted_streams) == 0
+        status = await db.fetchval(
+            "SELECT status FROM usage_event WHERE request_id = $1", ctx.request_id
+        )
+        assert status == "client_aborted"
+        with trio.fail_after(3):  # the upstream stream was closed too
+            while gw.sim.open_streams:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert streaming.relay is not None
