@@ -3,9 +3,11 @@
 Every ``RINGSIDE_SWEEP_INTERVAL_SECONDS`` it flips active runs (``queued``, ``in_progress``,
 ``requires_action``, ``cancelling``) past their ``expires_at`` to ``expired``, and
 ``cancelling`` runs whose executing process is gone (never picked up, or silent for
-``RINGSIDE_PROCESS_DEAD_AFTER_SECONDS``) to ``cancelled``. Each batch is one transaction: the
+``RINGSIDE_PROCESS_DEAD_AFTER_SECONDS``) to ``cancelled``, and ``in_progress`` runs whose
+executing process is gone to ``failed``. Each batch is one transaction: the
 runs leave the active states (releasing their thread's lock), their in-progress step and
-message are closed, a ``run.failed`` event (reason ``expired`` or ``cancelled``) goes into the
+message are closed, a ``run.failed`` event (reason ``expired``, ``cancelled`` or ``error``) goes
+into the
 webhook outbox, and ``NOTIFY ringside_run_cancel`` tells a process still executing one of them
 to stop (the notification is delivered at commit). A gateway that crashed mid-run therefore
 never locks a thread past the run's expiry.
@@ -31,12 +33,13 @@ _BATCH = 500
 class Swept:
     expired: list[str]
     cancelled: list[str]
+    failed: list[str]
     batch: int
 
     @property
     def full(self) -> bool:
         """A batch came back full: there may be more waiting."""
-        return max(len(self.expired), len(self.cancelled)) >= self.batch
+        return max(len(self.expired), len(self.cancelled), len(self.failed)) >= self.batch
 
 
 async def sweep_runs(db: Database, *, dead_after_s: float, batch: int = _BATCH) -> Swept:
@@ -50,9 +53,18 @@ async def sweep_runs(db: Database, *, dead_after_s: float, batch: int = _BATCH) 
         await store.close_out(
             conn, cancelled, status="cancelled", reason="cancelled", message_reason="run_cancelled"
         )
-    if expired or cancelled:
-        log.info("runs swept: %d expired, %d cancelled", len(expired), len(cancelled))
-    return Swept(expired, cancelled, batch)
+        failed = await store.fail_orphaned(conn, dead_after_s=dead_after_s, batch=batch)
+        await store.close_out(
+            conn, failed, status="failed", reason="error", message_reason="run_failed"
+        )
+    if expired or cancelled or failed:
+        log.info(
+            "runs swept: %d expired, %d cancelled, %d failed",
+            len(expired),
+            len(cancelled),
+            len(failed),
+        )
+    return Swept(expired, cancelled, failed, batch)
 
 
 async def serve_runs(

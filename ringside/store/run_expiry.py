@@ -1,5 +1,6 @@
 """SQL for the runs sweeper (``workers/runs.py``): runs past ``expires_at`` become ``expired``,
-and ``cancelling`` runs whose executing process is gone become ``cancelled``.
+``cancelling`` runs whose executing process is gone become ``cancelled``, and ``in_progress``
+runs whose executing process is gone become ``failed``.
 
 Either way the run leaves the states of ``run_active_conversation_idx``, which releases its
 thread's lock. A claim takes the runs ``FOR UPDATE SKIP LOCKED``, so several sweepers never
@@ -44,6 +45,25 @@ _CANCEL_ORPHANED = """
      WHERE r.id = gone.id
  RETURNING r.id"""
 
+# A run executing in a process that died (or went silent past process_dead_after_s) will
+# never end by itself: fail it now rather than at its expiry. Its hold is the settlement
+# worker's (settled at the reserved amount).
+_FAIL_ORPHANED = """
+    UPDATE run AS r
+       SET status = 'failed', failed_at = now(), required_action = NULL, process_id = NULL,
+           last_error = jsonb_build_object(
+               'code', 'server_error',
+               'message', 'The gateway process executing the run stopped.')
+      FROM (SELECT c.id FROM run AS c
+              LEFT JOIN gateway_process AS p ON p.id = c.process_id
+             WHERE c.status = 'in_progress' AND c.process_id IS NOT NULL
+               AND (p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $1))
+             ORDER BY c.id
+             LIMIT $2
+               FOR UPDATE OF c SKIP LOCKED) AS gone
+     WHERE r.id = gone.id
+ RETURNING r.id"""
+
 # What a run ended by the sweeper leaves behind, in the sweep's transaction: its open step and
 # its message closed, the run.failed event in the outbox (the data contract shared with the
 # gateway's own run.failed/run.completed events), and a NOTIFY for a process that may still be
@@ -62,7 +82,8 @@ _CLOSE_OUT = f"""
         UPDATE run_step AS s
            SET status = $2::text,
                expired_at = CASE WHEN $2::text = 'expired' THEN now() ELSE s.expired_at END,
-               cancelled_at = CASE WHEN $2::text = 'cancelled' THEN now() ELSE s.cancelled_at END
+               cancelled_at = CASE WHEN $2::text = 'cancelled' THEN now() ELSE s.cancelled_at END,
+               failed_at = CASE WHEN $2::text = 'failed' THEN now() ELSE s.failed_at END
          WHERE s.run_id = ANY($1::text[]) AND s.status = 'in_progress'
     ), messages AS (
         UPDATE thread_message AS m
@@ -103,6 +124,11 @@ async def expire_due(conn: Conn, *, batch: int) -> list[str]:
 async def cancel_orphaned(conn: Conn, *, dead_after_s: float, batch: int) -> list[str]:
     """Finish up to ``batch`` ``cancelling`` runs that no live process is executing."""
     return [r["id"] for r in await conn.fetch(_CANCEL_ORPHANED, dead_after_s, batch)]
+
+
+async def fail_orphaned(conn: Conn, *, dead_after_s: float, batch: int) -> list[str]:
+    """Fail up to ``batch`` ``in_progress`` runs whose executing process is gone."""
+    return [r["id"] for r in await conn.fetch(_FAIL_ORPHANED, dead_after_s, batch)]
 
 
 async def close_out(

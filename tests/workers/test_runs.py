@@ -276,6 +276,38 @@ async def test_cancels_no_live_process_will_carry_out_are_finished(db: Database)
     await run(db, "run_after", convs[0], "queued", 600)  # the lock is free again
 
 
+async def test_runs_executing_in_a_dead_process_fail_at_once(db: Database) -> None:
+    await db.execute(
+        """INSERT INTO gateway_process (id, pid, hostname, heartbeat_at)
+           VALUES ('proc_live', 1, 'h', now()), ('proc_stale', 2, 'h', now() - interval '1 hour')"""
+    )
+    convs = [await thread(db, n) for n in range(1, 5)]
+    await run(db, "run_stale", convs[0], "in_progress", 600, process_id="proc_stale")
+    await step(db, "step_stale", "run_stale")
+    await message(db, "msg_stale", convs[0], 1, "run_stale")
+    await run(db, "run_gone", convs[1], "in_progress", 600, process_id="proc_gone")
+    await run(db, "run_live", convs[2], "in_progress", 600, process_id="proc_live")
+    await run(db, "run_queued", convs[3], "queued", 600)  # not picked up yet: left to expiry
+
+    swept = await sweep_runs(db, dead_after_s=15)
+    assert (swept.expired, swept.cancelled) == ([], [])
+    assert sorted(swept.failed) == ["run_gone", "run_stale"]
+    for run_id in swept.failed:
+        r = await status_of(db, "run", run_id)
+        assert (r["status"], r["failed_at"] is not None, r["process_id"]) == ("failed", True, None)
+        assert json.loads(r["last_error"])["code"] == "server_error"
+    s = await status_of(db, "run_step", "step_stale")
+    assert (s["status"], s["failed_at"] is not None) == ("failed", True)
+    m = await status_of(db, "thread_message", "msg_stale")
+    assert m["status"] == "incomplete"
+    assert (await status_of(db, "run", "run_live"))["status"] == "in_progress"
+    assert (await status_of(db, "run", "run_queued"))["status"] == "queued"
+    sent = await events(db)
+    assert set(sent) == {"run_gone", "run_stale"}
+    assert {(d["status"], d["reason"]) for d in sent.values()} == {("failed", "error")}
+    await run(db, "run_after", convs[0], "queued", 600)  # the lock is free again
+
+
 async def test_sweepers_side_by_side_end_each_run_once(db: Database) -> None:
     for n in range(40):
         await run(db, f"run_{n:02d}", await thread(db, n), "requires_action", -1)
