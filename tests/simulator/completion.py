@@ -136,6 +136,12 @@ def _content_text(content: Any) -> tuple[str, int]:
     return " ".join(texts), images
 
 
+def _sets_tool_call(content: Any) -> bool:
+    found: dict[str, Any] = {}
+    strip_directives(_content_text(content)[0], found)
+    return "tool_call" in found
+
+
 @dataclass(slots=True)
 class Plan:
     """Everything needed to answer one chat request."""
@@ -273,10 +279,20 @@ def make_plan(body: Any, model: str | None, defaults: dict[str, Any] | None = No
                 "invalid_type",
             )
         text, images = _content_text(msg.get("content"))
+        had_call = "tool_call" in directive
         text = strip_directives(text, directive)
         words += len(text.split()) + IMAGE_TOKENS * images
         if msg["role"] == "user":
             last_user = text
+        elif (
+            msg["role"] == "tool"
+            and had_call
+            and directive.get("tool_call") is not None
+            and not _sets_tool_call(msg.get("content"))
+        ):
+            # A model answers the tool results it asked for: the calls asked for before them
+            # are not made again unless a later message asks anew.
+            directive.pop("tool_call")
     n = _int_param(body, "n", 1, MAX_N) or 1
     limit = _int_param(body, "max_completion_tokens", 1, None)
     if limit is None:

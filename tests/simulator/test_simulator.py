@@ -375,3 +375,23 @@ async def test_standalone_module_serves_and_stops_on_signals() -> None:
             await proc.wait()
         if proc.stdout is not None:
             await proc.stdout.aclose()
+
+
+def test_a_tool_call_directive_is_answered_once_its_results_are_back() -> None:
+    from .completion import make_plan
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    asked = 'go #sim{"tool_call": {"name": "f", "arguments": {"x": 1}}}'
+    first = make_plan({"model": "m", "tools": tools, "messages": user(asked)}, None)
+    assert first.finish_reason == "tool_calls"
+    answered = [
+        *user(asked),
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]  # fmt: skip
+    second = make_plan({"model": "m", "tools": tools, "messages": answered}, None)
+    assert (second.finish_reason, second.tool_calls) == ("stop", None)
+    again = [*answered[:2], {"role": "tool", "tool_call_id": "c1", "content": asked}]
+    third = make_plan({"model": "m", "tools": tools, "messages": again}, None)
+    assert third.finish_reason == "tool_calls"  # a tool result may ask for more calls
