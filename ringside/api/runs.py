@@ -70,7 +70,7 @@ def _launch(svc: Services, started: runs.Started, stream: bool) -> Response:
             segment.run.id, lambda register: run_segment.execute(svc, segment, drop, register)
         )
         return _run_response(segment.run, thread_id)
-    events = EventStream(svc.runs, segment.run.id)
+    events = EventStream(svc.runs, segment.run.id, svc.unstarted_streams)
 
     async def work(register: Callable[[trio.CancelScope], None]) -> None:
         try:

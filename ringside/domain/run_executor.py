@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from ringside.domain.run_events import DONE, frame
+from ringside.domain.unstarted_streams import UnstartedStreams
 from ringside.store.bridge import TRANSIENT_ERRORS, Database, InterfaceError, PostgresError
 from ringside.store.runs import CANCEL_CHANNEL
 
@@ -117,11 +118,19 @@ class EventStream:
     ``event: done``. Quart closes the body when the client goes away; that cancels the
     segment, whose run ends ``cancelled`` (partial usage billed, the thread free at once)."""
 
-    def __init__(self, executor: RunExecutor, run_id: str) -> None:
+    def __init__(
+        self, executor: RunExecutor, run_id: str, unstarted: UnstartedStreams | None = None
+    ) -> None:
         self._executor = executor
         self._run_id = run_id
         self._send, self._receive = trio.open_memory_channel[bytes](math.inf)
         self.done: trio.Event | None = None
+        # A body Quart never starts (its client left first) is closed after a grace: the run
+        # is cancelled then, as if the client had left mid-stream.
+        self._unstarted = unstarted
+        self._started = False
+        if unstarted is not None:
+            unstarted.add(self)
 
     def sink(self, name: str, data: dict[str, Any]) -> None:
         # The client may have left: the segment is being cancelled then.
@@ -140,12 +149,18 @@ class EventStream:
         return self
 
     async def __anext__(self) -> bytes:
+        if not self._started:
+            self._started = True
+            if self._unstarted is not None:
+                self._unstarted.discard(self)
         try:
             return await self._receive.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
+        if self._unstarted is not None:
+            self._unstarted.discard(self)
         self._receive.close()
         if self.done is not None and not self.done.is_set():
             self._executor.cancel(self._run_id)

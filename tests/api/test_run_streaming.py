@@ -4,6 +4,8 @@ stream helpers with an AsyncAssistantEventHandler, and a client that disconnects
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -13,9 +15,11 @@ from openai.lib.streaming import AsyncAssistantEventHandler
 from openai.types.beta.threads import Message, Text, TextDelta
 from openai.types.beta.threads.runs import RunStep, ToolCall
 
+from ringside.domain.run_executor import EventStream
 from tests.api.devapi import DevApi, new_dev
-from tests.gateway import RunningGateway
+from tests.gateway import RunningGateway, open_gateway
 from tests.simulator.openapi import validate
+from tests.simulator.server import RunningSimulator
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -306,3 +310,28 @@ async def test_failures_stream_as_failed_runs(gateway: RunningGateway) -> None:
         "done",
     ]
     assert events[-2][1]["last_error"]["message"].startswith("model_unavailable")
+
+
+async def test_a_streamed_run_whose_body_never_starts_is_cancelled_after_the_grace(
+    database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
+) -> None:
+    """Quart sends the headers before it enters the body; a client leaving in between leaves
+    the body unread and unclosed. The unstarted-stream guard closes it, which cancels the
+    segment as a disconnect mid-stream would."""
+    env = {"RINGSIDE_STREAM_START_GRACE_SECONDS": "0.4"}
+    async with open_gateway(database_url, redis_url, simulator, data_dir, env) as gw:
+        svc = gw.services
+        events = EventStream(svc.runs, "run_unread", svc.unstarted_streams)
+        cancelled = trio.Event()
+
+        async def work(register: Callable[[trio.CancelScope], None]) -> None:
+            with trio.CancelScope() as scope:
+                register(scope)
+                await trio.sleep_forever()
+            cancelled.set()
+
+        events.done = svc.runs.start("run_unread", work)
+        assert len(svc.unstarted_streams) == 1
+        with trio.fail_after(3):
+            await cancelled.wait()
+        assert len(svc.unstarted_streams) == 0
