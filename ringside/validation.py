@@ -75,10 +75,10 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
         raise InvalidRequest(f"'{param}' can hold at most {METADATA_MAX_KEYS} keys.", param=param)
     for key, item in value.items():
         text(key, f"{param} key", max_len=METADATA_MAX_KEY)
-        if not isinstance(item, str) or len(item) > METADATA_MAX_VALUE or not item.isprintable():
+        # Values are free text, as at OpenAI (newlines included); only NUL is refused.
+        if not isinstance(item, str) or len(item) > METADATA_MAX_VALUE or "\x00" in item:
             raise InvalidRequest(
-                f"'{param}.{key}' must be a string of at most {METADATA_MAX_VALUE} printable "
-                "characters.",
+                f"'{param}.{key}' must be a string of at most {METADATA_MAX_VALUE} characters.",
                 param=f"{param}.{key}",
             )
     return dict(value)

@@ -244,6 +244,12 @@ async def test_metadata_limits(gateway: RunningGateway, dev: DevApi) -> None:
         assert_error(r, 400, "invalid_request", param)
     assert await count(gateway) == before
     assert (await dev.ok("GET", f"/v1/assistants/{raw['id']}"))["metadata"] == fits
+    # Values are free text, as at OpenAI: newlines and tabs are kept; a NUL is refused.
+    prose = {"note": "line one\nline two\tend", "empty": ""}
+    kept = await dev.ok("POST", f"/v1/assistants/{raw['id']}", json={"metadata": prose})
+    assert kept["metadata"] == prose
+    r = await dev("POST", f"/v1/assistants/{raw['id']}", json={"metadata": {"k": "a\u0000b"}})
+    assert_error(r, 400, "invalid_request")
 
 
 @pytest.mark.parametrize(
