@@ -4,7 +4,6 @@ events' payloads, and their SSE framing (``event: <name>`` / ``data: <json>``)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ import orjson
 from ringside.errors import RingsideError
 from ringside.store.run_steps import StepRow
 from ringside.store.runs import RunRow
+from ringside.timestamps import unix
 
 TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled", "expired"})
 DONE = b"event: done\ndata: [DONE]\n\n"
@@ -23,10 +23,6 @@ Sink = Callable[[str, dict[str, Any]], None]
 
 def drop(name: str, data: dict[str, Any]) -> None:
     """The sink of a run nobody streams."""
-
-
-def unix(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp())
 
 
 def usage_json(prompt: int | None, completion: int | None) -> dict[str, int] | None:

@@ -32,7 +32,6 @@ from ringside.domain.run_events import (
     step_json,
     text_delta,
     tool_call_delta,
-    unix,
 )
 from ringside.domain.threads import MessageRow, NewMessage
 from ringside.errors import (
@@ -49,6 +48,7 @@ from ringside.store import runs as store
 from ringside.store.bridge import TRANSIENT_ERRORS, Conn, InterfaceError, PostgresError
 from ringside.store.run_steps import StepRow
 from ringside.store.runs import Ending, RunRow
+from ringside.timestamps import unix
 from ringside.tokens import TokenUsage
 from ringside.upstream import openai_compat
 

@@ -36,6 +36,7 @@ from ringside.store import threads as store
 from ringside.store.bridge import Conn, Database
 from ringside.store.messages import MessageRow, MessageValues
 from ringside.store.threads import MAX_MESSAGES, ThreadRow
+from ringside.timestamps import unix
 
 __all__ = [
     "MAX_MESSAGES",
@@ -70,10 +71,6 @@ __all__ = [
 # --- wire shapes --------------------------------------------------------------------------
 
 
-def _unix(value: Any) -> int | None:
-    return None if value is None else int(value.timestamp())
-
-
 def thread_json(row: ThreadRow) -> dict[str, Any]:
     return {
         "id": row.thread_id,
@@ -92,8 +89,8 @@ def message_json(row: MessageRow) -> dict[str, Any]:
         "thread_id": row.thread_id,
         "status": row.status,
         "incomplete_details": row.incomplete_details,
-        "completed_at": _unix(row.completed_at),
-        "incomplete_at": _unix(row.incomplete_at),
+        "completed_at": unix(row.completed_at),
+        "incomplete_at": unix(row.incomplete_at),
         "role": row.role,
         "content": row.content,
         "assistant_id": row.assistant_id,

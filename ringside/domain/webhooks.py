@@ -30,6 +30,7 @@ from ringside.settings import Settings
 from ringside.store import webhooks as store
 from ringside.store.bridge import Database
 from ringside.store.webhooks import AttemptRow, DeliveryRow, EndpointRow
+from ringside.timestamps import unix
 
 EVENT_TYPES = frozenset(
     {
@@ -136,15 +137,11 @@ def endpoint_json(row: EndpointRow, *, with_secret: bool = False) -> dict[str, A
     return body
 
 
-def _unix(at: datetime | None) -> int | None:
-    return None if at is None else int(at.timestamp())
-
-
 def _attempt_json(a: AttemptRow) -> dict[str, Any]:
     return {
         "attempt": a.attempt,
-        "started": _unix(a.started_at),
-        "finished": _unix(a.finished_at),
+        "started": unix(a.started_at),
+        "finished": unix(a.finished_at),
         "response_status_code": a.status_code,
         "latency_ms": a.latency_ms,
         "error": a.error,
@@ -164,9 +161,9 @@ def delivery_json(row: DeliveryRow, attempts: list[AttemptRow]) -> dict[str, Any
         "response_status_code": row.last_status,
         "latency_ms": row.last_latency_ms,
         "error": row.last_error,
-        "next_attempt_at": _unix(row.next_attempt_at) if waiting else None,
-        "created": _unix(row.created_at),
-        "finished": _unix(row.finished_at),
+        "next_attempt_at": unix(row.next_attempt_at) if waiting else None,
+        "created": unix(row.created_at),
+        "finished": unix(row.finished_at),
         "attempts": [_attempt_json(a) for a in attempts],
     }
 

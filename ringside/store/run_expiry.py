@@ -30,39 +30,33 @@ _EXPIRE_DUE = """
      WHERE r.id = due.id
  RETURNING r.id"""
 
-# A cancel is carried out by the process executing the run (it got the NOTIFY); with no such
-# process left (never picked up, died, or silent past process_dead_after_s) nobody will.
-_CANCEL_ORPHANED = """
+# Runs whose executing process is gone (never picked up, died, or silent past
+# process_dead_after_s): nobody else will end them. A cancel is carried out by the executing
+# process (it got the NOTIFY), so an orphaned one is finished here; an orphaned in_progress run
+# is failed now rather than at its expiry (its hold is the settlement worker's, settled at the
+# reserved amount). $1 dead_after_s, $2 batch.
+_ORPHANED = """
     UPDATE run AS r
-       SET status = 'cancelled', cancelled_at = now(), required_action = NULL, process_id = NULL
+       SET {ending}, required_action = NULL, process_id = NULL
       FROM (SELECT c.id FROM run AS c
               LEFT JOIN gateway_process AS p ON p.id = c.process_id
-             WHERE c.status = 'cancelling'
+             WHERE {which}
                AND (p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $1))
              ORDER BY c.id
              LIMIT $2
                FOR UPDATE OF c SKIP LOCKED) AS gone
      WHERE r.id = gone.id
  RETURNING r.id"""
-
-# A run executing in a process that died (or went silent past process_dead_after_s) will
-# never end by itself: fail it now rather than at its expiry. Its hold is the settlement
-# worker's (settled at the reserved amount).
-_FAIL_ORPHANED = """
-    UPDATE run AS r
-       SET status = 'failed', failed_at = now(), required_action = NULL, process_id = NULL,
+_CANCEL_ORPHANED = _ORPHANED.format(
+    ending="status = 'cancelled', cancelled_at = now()", which="c.status = 'cancelling'"
+)
+_FAIL_ORPHANED = _ORPHANED.format(
+    ending="""status = 'failed', failed_at = now(),
            last_error = jsonb_build_object(
                'code', 'server_error',
-               'message', 'The gateway process executing the run stopped.')
-      FROM (SELECT c.id FROM run AS c
-              LEFT JOIN gateway_process AS p ON p.id = c.process_id
-             WHERE c.status = 'in_progress' AND c.process_id IS NOT NULL
-               AND (p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $1))
-             ORDER BY c.id
-             LIMIT $2
-               FOR UPDATE OF c SKIP LOCKED) AS gone
-     WHERE r.id = gone.id
- RETURNING r.id"""
+               'message', 'The gateway process executing the run stopped.')""",
+    which="c.status = 'in_progress' AND c.process_id IS NOT NULL",
+)
 
 # What a run ended by the sweeper leaves behind, in the sweep's transaction: its open step and
 # its message closed, the run.failed event in the outbox (the data contract shared with the
