@@ -1,6 +1,7 @@
 """``python -m bench [--quick | --duration S] [--streams N] [--rounds R]``: run the benchmark,
 print the table and write ``bench/results/latest.json``. ``--only assistants`` runs the
-Assistants step alone (no wrk; ``bench/results/assistants.json``)."""
+Assistants step alone (no wrk; ``bench/results/assistants.json``), ``--only adapters`` the
+adapters step (``bench/results/adapters.json``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 from types import FrameType
 
 from bench import report
-from bench.runner import Options, run, run_assistants_only
+from bench.runner import Options, run, run_adapters_only, run_assistants_only
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 ASSISTANTS_RESULTS = RESULTS.with_name("assistants.json")
+ADAPTERS_RESULTS = RESULTS.with_name("adapters.json")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -32,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=1, help="repeat every cell, report medians (noisy machines)"
     )
     parser.add_argument("--json", type=Path, default=None, help="where to write results")
-    parser.add_argument("--only", choices=["assistants"], help="one step alone (no wrk needed)")
+    parser.add_argument(
+        "--only", choices=["assistants", "adapters"], help="one step alone (assistants: no wrk)"
+    )
     args = parser.parse_args(argv)
-    if args.only is None and shutil.which("wrk") is None:
+    if args.only != "assistants" and shutil.which("wrk") is None:
         print("wrk is not installed. Install it with:\n"
               "  apt-get update && apt-get install -y wrk   (or bench/install-wrk.sh)",
               file=sys.stderr)  # fmt: skip
@@ -47,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
     )
     workdir = Path(tempfile.mkdtemp(prefix="ringside-bench-"))
-    only = args.only == "assistants"
-    json_path = args.json or (ASSISTANTS_RESULTS if only else RESULTS)
+    only = args.only is not None
+    steps = {"assistants": (run_assistants_only, ASSISTANTS_RESULTS),
+             "adapters": (run_adapters_only, ADAPTERS_RESULTS)}  # fmt: skip
+    runner, default_json = steps[args.only] if args.only else (run, RESULTS)
+    json_path = args.json or default_json
     try:
-        results = (run_assistants_only if only else run)(opts, workdir)
+        results = runner(opts, workdir)
     except KeyboardInterrupt:
         print(f"interrupted; logs kept in {workdir}", file=sys.stderr)
         return 130
@@ -58,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark failed: {exc}\nlogs kept in {workdir}", file=sys.stderr)
         return 1
     if only:
-        results["checks"] = report.assistants_checks(results)
-        print(report.render_assistants(results))
+        results["checks"] = report.step_checks(results)
+        print(report.render_step(results))
     else:
         results["checks"] = report.checks(results)
         print(report.render(results))

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from bench import assistants
+from bench import adapters, assistants
 
 THROUGHPUT_MIN_PCT = 80.0  # full path req/s as % of the floor's, at c=16
 ADDED_P50_MAX_MS = 2.5  # full path p50 minus the floor's, at c=1
@@ -91,6 +91,9 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if results.get("assistants"):
         for target in assistants.targets(results["assistants"]):
+            add(*target)
+    if results.get("adapters"):
+        for target in adapters.targets(results["adapters"]):
             add(*target)
     probe = results["memory"]["streams"]
     rss = probe["rss"]["worker_mb"]
@@ -189,6 +192,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", *_usage_lines(results["usage_reports"])]
     if results.get("assistants"):
         lines += ["", *assistants.lines(results["assistants"])]
+    if results.get("adapters"):
+        lines += ["", *adapters.lines(results["adapters"])]
     lines += ["", "Targets"]
     lines += _target_lines(results)
     if flagged:
@@ -197,22 +202,30 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def assistants_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of ``--only assistants``."""
+def step_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of ``--only assistants`` / ``--only adapters``."""
+    found = (
+        assistants.targets(results["assistants"]) if "assistants" in results
+        else adapters.targets(results["adapters"])
+    )  # fmt: skip
     return [
         {"check": name, "value": round(value, 2), "unit": unit, "info": info,
          "verdict": ("PASS" if ok else "FAIL") if clean else "FAIL (errors)"}
-        for name, value, unit, ok, clean, info in assistants.targets(results["assistants"])
+        for name, value, unit, ok, clean, info in found
     ]  # fmt: skip
 
 
-def render_assistants(results: dict[str, Any]) -> str:
-    """The table of ``--only assistants``."""
+def render_step(results: dict[str, Any]) -> str:
+    """The table of ``--only assistants`` / ``--only adapters``."""
+    step = (
+        assistants.lines(results["assistants"]) if "assistants" in results
+        else adapters.lines(results["adapters"])
+    )  # fmt: skip
     lines = [
-        f"Ringside assistants benchmark  127.0.0.1, {os.cpu_count()} CPUs, gateway model"
+        f"Ringside benchmark step  127.0.0.1, {os.cpu_count()} CPUs, gateway model"
         f" {results['model']} ({results['gateway_app']})",
         "",
-        *assistants.lines(results["assistants"]),
+        *step,
         "",
         "Targets",
         *_target_lines(results),

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench import assistants
+from bench import adapters, assistants
 from bench.harness import (
     BenchError,
     Child,
@@ -150,6 +150,7 @@ def start_gateway(children: Children, sim_openai: str, app: str) -> Gateway:
         "RINGSIDE_ADMIN_KEY": admin_key,
         "OPENAI_BASE_URL": sim_openai,
         "OPENAI_API_KEY": "sk-bench",
+        **adapters.gateway_env(sim_openai.removesuffix("/openai/v1")),
     }
     child = children.spawn("ringside", _hypercorn(port, app), env)
     base = f"http://127.0.0.1:{port}"
@@ -349,6 +350,28 @@ def _assistants(gw: Gateway, opts: Options) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def _adapters(sim: str, gw: Gateway, opts: Options, workdir: Path) -> dict[str, Any]:
+    """The adapters step, at half the cell duration (it loads six targets)."""
+    print("adapters: OpenAI wire vs Anthropic and Gemini", file=sys.stderr, flush=True)
+    return adapters.run(sim, gw.plain.url, gw.auth, max(opts.duration / 2, 2.0), opts.rounds,
+                        workdir)  # fmt: skip
+
+
+def run_adapters_only(opts: Options, workdir: Path) -> dict[str, Any]:
+    """``--only adapters``: the simulator, one gateway and the adapters step."""
+    children = Children(workdir)
+    try:
+        sim, _ = start_simulator(children)
+        gw = start_gateway(children, f"{sim}/openai/v1", "ringside:app")
+        return {"gateway_app": "ringside:app", "model": gw.plain.model,
+                "adapters": _adapters(sim, gw, opts, workdir)}  # fmt: skip
+    except (BenchError, KeyboardInterrupt, OSError, httpx.HTTPError):
+        print(f"benchmark aborted; child logs:\n{children.logs()}", file=sys.stderr)
+        raise
+    finally:
+        children.close()
+
+
 def run_assistants_only(opts: Options, workdir: Path) -> dict[str, Any]:
     """``--only assistants``: the simulator, one gateway and the assistants step, no wrk."""
     raise_fd_limit(assistants.IN_FLIGHT * 3 + 512)  # before spawning: the servers inherit it
@@ -380,6 +403,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
         idle_start = memory(gw_child.proc.pid)
         unlimited = start_unlimited(children, sim_openai, app, gw)
         cells = load_cells([direct, floor, gateway, gw.billed, unlimited], opts, workdir)
+        native = _adapters(sim, gw, opts, workdir)
         redis_use = redis_commands_per_request(
             gw.data_dir,
             [(t.name, t.url, _body(t.model, False), t.headers) for t in (gateway, unlimited)],
@@ -430,6 +454,7 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
                        "wallet_topup_usd": BUDGET_USD, "first_call_headers": gw.first_billed},
             "usage_reports": usage,
             "assistants": runs,
+            "adapters": native,
             "memory": {"idle_start": idle_start, "idle_after_load": idle_loaded,
                        "streams": asdict(probe), "after_streams": after},
         }  # fmt: skip

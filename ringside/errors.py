@@ -1,7 +1,8 @@
 """Every error Ringside answers with, rendered once at the edge as the SPEC §6 envelope.
 
 RingsideError
- ├── InvalidRequest            400 invalid_request_error / invalid_request
+ ├── InvalidRequest            400 invalid_request_error / invalid_request, tools_unsupported,
+ │    │                            vision_unsupported, reasoning_unsupported
  │    ├── InvalidModelRef      400 invalid_model_ref
  │    ├── RequestTimeout       408 request_timeout
  │    └── RequestTooLarge      413 request_too_large
@@ -14,6 +15,9 @@ RingsideError
  ├── MethodNotAllowed          405 invalid_request_error / method_not_allowed
  ├── Conflict                  409 conflict_error / customer_exists, no_wallet,
  │                                 refund_exceeds_debit
+ ├── ResponseSchemaValidationFailed
+ │                             422 api_error / response_schema_validation_failed (carries the
+ │                                 offending content in the envelope's ``content``)
  ├── RateLimited               429 rate_limit_error / rate_limited
  ├── UpstreamError             502 api_error / upstream_error (carries the upstream status)
  │    └── UpstreamUnavailable  503 api_error / upstream_unavailable
@@ -115,6 +119,26 @@ class Conflict(RingsideError):
     status = 409
     type = "conflict_error"
     code = "conflict"
+
+
+class ResponseSchemaValidationFailed(RingsideError):
+    """The model's answer did not satisfy ``response_format`` after every attempt allowed.
+    The envelope carries the last answer's full text as ``error.content``."""
+
+    status = 422
+    type = "api_error"
+    code = "response_schema_validation_failed"
+
+    def __init__(self, message: str, *, content: str | None, **kw: Any) -> None:
+        super().__init__(message, param="response_format", **kw)
+        self.content = content
+        self.billed_tokens = 0  # every attempt was billed: set by the call that settled them
+        self.headers: dict[str, str] = {}  # the call's Ringside headers, for a replay
+
+    def envelope(self, request_id: str) -> dict[str, Any]:
+        body = super().envelope(request_id)
+        body["error"]["content"] = self.content
+        return body
 
 
 class RateLimited(RingsideError):

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ringside.catalog import Catalog, load_catalog
+from ringside.domain import provider_keys
 from ringside.domain.auth import KeyAuthenticator
 from ringside.domain.client_tokens import ClientTokens
 from ringside.domain.modelrefs import resolve
@@ -22,6 +23,7 @@ from ringside.store.bridge import open_storage
 from ringside.store.embedded import EmbeddedServers, ensure_servers
 from ringside.store.migrations import apply_migrations
 from ringside.upstream.client import open_upstream_client
+from ringside.upstream.upstreams import Upstreams
 
 
 @asynccontextmanager
@@ -69,6 +71,7 @@ async def _open_services(
             db=db,
             cache=cache,
             http=http,
+            upstreams=Upstreams(http, settings.providers),
             catalog=catalog,
             auth=KeyAuthenticator(db, settings.key_cache_ttl_s),
             client_tokens=ClientTokens(db, settings.client_token_keys, settings.key_cache_ttl_s),
@@ -86,6 +89,7 @@ async def _open_services(
             await nursery.start(serve_heartbeat, svc)
             await nursery.start(svc.limits.serve)  # sends the token settlements
             await nursery.start(svc.runs.serve, db)  # executes run segments
+            await nursery.start(provider_keys.serve_resets, db, svc.upstreams)
             await nursery.start(svc.unstarted_streams.serve)
             yield svc
             nursery.cancel_scope.cancel()

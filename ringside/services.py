@@ -16,6 +16,7 @@ from ringside.domain.unstarted_streams import UnstartedStreams
 from ringside.pricing import PricingPolicy
 from ringside.settings import Settings
 from ringside.store.bridge import Cache, Database
+from ringside.upstream.upstreams import Upstreams
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Services:
     db: Database
     cache: Cache
     http: httpx.AsyncClient
+    upstreams: Upstreams  # every provider's adapter and key ring (this process)
     catalog: Catalog
     auth: KeyAuthenticator
     client_tokens: ClientTokens

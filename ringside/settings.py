@@ -32,6 +32,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return default if raw in (None, "") else float(raw)
 
 
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
 def _read_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
@@ -87,6 +92,9 @@ class Settings:
     # upstream read (httpx read timeout, on the scope httpcore opens per read anyway).
     upstream_timeout_s: float = 600.0
     stream_idle_timeout_s: float = 120.0
+    # Retries of a failed upstream request that is safe to resend (connect errors, 429, 502,
+    # 503), with jittered back-off, within the call deadline (upstream/sending.py).
+    upstream_retries: int = 2
     # A stream body Quart has not started after this long is closed (its client left first).
     stream_start_grace_s: float = 30.0
     key_cache_ttl_s: float = 0.5
@@ -137,6 +145,7 @@ class Settings:
             slots=_slots(config),
             upstream_timeout_s=_float(env, "RINGSIDE_UPSTREAM_TIMEOUT_SECONDS", 600.0),
             stream_idle_timeout_s=_float(env, "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            upstream_retries=_int(env, "RINGSIDE_UPSTREAM_RETRIES", 2),
             stream_start_grace_s=_float(env, "RINGSIDE_STREAM_START_GRACE_SECONDS", 30.0),
             key_cache_ttl_s=_float(env, "RINGSIDE_KEY_CACHE_TTL_SECONDS", 0.5),
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),

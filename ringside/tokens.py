@@ -14,12 +14,16 @@ def _count(obj: Any, key: str) -> int:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """``input`` includes ``cached_input``; ``output`` includes ``reasoning`` (OpenAI's way)."""
+    """``input`` includes ``cached_input`` and ``cache_write``; ``output`` includes
+    ``reasoning`` (OpenAI's way). ``cache_write`` counts prompt tokens written to a provider's
+    prompt cache (Anthropic's cache creation, Bedrock's cache write), billed at their own rate;
+    OpenAI-shaped usage carries it as ``prompt_tokens_details.cache_write_tokens``."""
 
     input: int = 0
     cached_input: int = 0
     output: int = 0
     reasoning: int = 0
+    cache_write: int = 0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> TokenUsage:
@@ -31,6 +35,7 @@ class TokenUsage:
             cached_input=_count(prompt_details, "cached_tokens"),
             output=_count(usage, "completion_tokens"),
             reasoning=_count(completion_details, "reasoning_tokens"),
+            cache_write=_count(prompt_details, "cache_write_tokens"),
         )
 
     @property

@@ -43,12 +43,25 @@ SIMULATED = [
 ]
 
 
+# The native-wire providers, each served by its own simulator module (tests/simulator/native.py).
+NATIVE = ["anthropic", "gemini", "cohere", "bedrock", "replicate"]
+ALL_PROVIDERS = SIMULATED + NATIVE
+
+# Bedrock signs with AWS credentials (SigV4), not an API key.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDSIMULATOR000001",
+    "AWS_SECRET_ACCESS_KEY": "simulator-secret-access-key",
+    "AWS_REGION": "us-east-1",
+}
+
+
 def simulator_env(sim: RunningSimulator) -> dict[str, str]:
     env: dict[str, str] = {}
-    for name in SIMULATED:
+    for name in ALL_PROVIDERS:
         env[f"{name.upper()}_BASE_URL"] = sim.base_url(name)
-        if PROVIDERS[name].key_required:
+        if PROVIDERS[name].key_required and name != "bedrock":
             env[f"{name.upper()}_API_KEY"] = f"sk-{name}-test"
+    env.update(AWS_ENV)
     return env
 
 

@@ -129,7 +129,7 @@ async def test_quickstart_runs_as_pasted(shell_env: dict[str, str]) -> None:
     lines = out.splitlines()
     assert "Echo: Hello" in lines  # the plain completion
     assert "Echo: Stream a haiku" in lines  # the streamed one
-    assert lines[-1] == "fc:openai/gpt-4o-mini true"  # the cascade fell back
+    assert lines[-1] == "fc:anthropic/claude-sonnet-5-5 false"  # Anthropic answered
     key = (Path(shell_env["RINGSIDE_DEMO_DIR"]) / "api-key").exists()
     assert not key, "the demo removes its key file when it stops"
 

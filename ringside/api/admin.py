@@ -6,7 +6,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from ringside.api.common import json_response, read_json, request_log, services
-from ringside.domain import developers, wallets
+from ringside.domain import developers, provider_keys, wallets
 from ringside.domain.auth import check_admin
 from ringside.errors import NotFound
 from ringside.pagination import PageRequest
@@ -107,3 +107,24 @@ async def revoke_key(developer_id: str, key_id: str) -> Response:
     # This process forgets at once; every other process within its key-cache TTL.
     svc.auth.forget_all()
     return json_response(developers.key_json(row))
+
+
+@admin_bp.get("/providers")
+async def list_providers() -> Response:
+    """The providers, and their keys' state in the process that answers (masked)."""
+    data = provider_keys.status(services().upstreams)
+    return json_response({"object": "list", "data": data})
+
+
+@admin_bp.get("/providers/<name>")
+async def get_provider(name: str) -> Response:
+    return json_response(provider_keys.provider_status(services().upstreams, name))
+
+
+@admin_bp.post("/providers/<name>/keys/reset")
+async def reset_provider_keys(name: str) -> Response:
+    """Operator action: the provider's refused (401) and resting (429) keys usable again, in
+    every process."""
+    svc = services()
+    await provider_keys.reset(svc.db, svc.upstreams, name)
+    return json_response(provider_keys.provider_status(svc.upstreams, name))

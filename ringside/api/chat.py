@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import trio
 from quart import Blueprint, Response, request
 
@@ -19,6 +20,7 @@ from ringside.domain.auth import Caller
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
 from ringside.domain.rate_limits import Admission, estimate_tokens
+from ringside.errors import ResponseSchemaValidationFailed
 from ringside.log import RequestLog
 from ringside.services import Services
 from ringside.tokens import TokenUsage
@@ -99,7 +101,16 @@ async def _call(
     admission: Admission,
 ) -> Response:
     if not req.stream:
-        done = await chat.complete(svc, caller, ctx, req, attempts)
+        try:
+            done = await chat.complete(svc, caller, ctx, req, attempts)
+        except ResponseSchemaValidationFailed as exc:
+            # Every attempt was billed: an idempotent retry replays this answer, never bills
+            # again (the claim's release then finds nothing in flight).
+            svc.limits.settle_soon(admission, exc.billed_tokens)
+            if claim is not None:
+                body = orjson.dumps(exc.envelope(ctx.request_id))
+                await claim.store(exc.status, {**exc.headers, "Content-Type": _JSON}, body)
+            raise
         svc.limits.settle_soon(admission, done.usage.total)
         log.resolved = done.resolved
         log.input_tokens, log.output_tokens = done.usage.input, done.usage.output

@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# "caching": the provider reads prompts from a cache at a lower price (derived from the
+# prices: cached_input below input).
 CAPABILITIES = frozenset(
-    {"chat", "tools", "vision", "json_schema", "reasoning", "embeddings", "streaming"}
+    {"chat", "tools", "vision", "json_schema", "reasoning", "embeddings", "streaming", "caching"}
 )
 _PER_TOKEN = Decimal(1_000_000)
 
@@ -29,9 +31,10 @@ class Pricing:
     cached_input: Decimal
     output: Decimal
     reasoning: Decimal
+    cache_write: Decimal | None = None  # writing to the prompt cache; None: the input price
 
     def as_json(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.__dict__.items()}
+        return {k: str(v) for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,20 @@ class ModelInfo:
     def ref(self) -> str:
         return f"fc:{self.provider}/{self.model}"
 
-    def cost(self, *, input: int, cached_input: int, output: int, reasoning: int) -> Decimal:
-        """Exact USD cost. ``input`` counts all prompt tokens, cached ones included, and
-        ``output`` all completion tokens, reasoning included (OpenAI's accounting), so each
-        part is billed once at its own price."""
+    def cost(
+        self, *, input: int, cached_input: int, output: int, reasoning: int, cache_write: int = 0
+    ) -> Decimal:
+        """Exact USD cost. ``input`` counts all prompt tokens, cached and cache-written ones
+        included, and ``output`` all completion tokens, reasoning included (OpenAI's
+        accounting), so each part is billed once at its own price."""
         p = self.pricing
-        fresh_input = max(input - cached_input, 0)
+        fresh_input = max(input - cached_input - cache_write, 0)
         visible_output = max(output - reasoning, 0)
+        write_price = p.input if p.cache_write is None else p.cache_write
         total = (
             fresh_input * p.input
             + cached_input * p.cached_input
+            + cache_write * write_price
             + visible_output * p.output
             + reasoning * p.reasoning
         )
@@ -81,6 +88,15 @@ class ModelInfo:
             "pricing": self.pricing.as_json(),
             "capabilities": {c: c in self.capabilities for c in sorted(CAPABILITIES)},
         }
+
+
+def _derived(prices: Mapping[str, Any]) -> frozenset[str]:
+    cached = prices.get("cached_input")
+    return (
+        frozenset({"caching"})
+        if cached is not None and Decimal(cached) < Decimal(prices["input"])
+        else frozenset()
+    )
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -107,8 +123,9 @@ def _model_from_json(raw: Mapping[str, Any]) -> ModelInfo:
             cached_input=Decimal(prices.get("cached_input", prices["input"])),
             output=Decimal(prices["output"]),
             reasoning=Decimal(prices.get("reasoning", prices["output"])),
+            cache_write=Decimal(prices["cache_write"]) if "cache_write" in prices else None,
         ),
-        capabilities=caps,
+        capabilities=caps | _derived(prices),
     )
 
 

@@ -88,6 +88,9 @@ class Outcome:
     usage_source: str  # upstream | counted | none
     status: str  # ok | upstream_error | timeout | client_aborted
     http_status: int
+    # When a call had answers from several models (a cascade moving on after a schema
+    # failure): each model's share of ``usage``, priced at its own rates.
+    parts: tuple[tuple[ResolvedModel, TokenUsage], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,20 +161,29 @@ async def reserve(
     )
 
 
+def _cost(model: ModelInfo, usage: TokenUsage) -> Decimal:
+    return model.cost(
+        input=usage.input,
+        cached_input=usage.cached_input,
+        output=usage.output,
+        reasoning=usage.reasoning,
+        cache_write=usage.cache_write,
+    )
+
+
 async def settle(db: Database, policy: PricingPolicy, hold: Hold, outcome: Outcome) -> Charged:
     """Settle the hold once, shielded from cancellation for at most a few seconds. A failure
     is logged, never raised: the hold stays, and the settlement worker settles it."""
     model = outcome.target.model
     usage = outcome.usage
-    cost = model.cost(
-        input=usage.input,
-        cached_input=usage.cached_input,
-        output=usage.output,
-        reasoning=usage.reasoning,
-    )
     # A refused call carries no usage, so it costs nothing; a stream cut short is billed for
     # what was generated.
-    charged = billable(policy, hold.caller, model.ref, cost)
+    cost = Decimal(0)
+    charged = Decimal(0)
+    for target, part in outcome.parts or ((outcome.target, usage),):
+        part_cost = _cost(target.model, part)
+        cost += part_cost
+        charged += billable(policy, hold.caller, target.model.ref, part_cost)
     spec = store.SettleSpec(
         request_id=hold.request_id,
         status=outcome.status,

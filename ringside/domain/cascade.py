@@ -1,10 +1,11 @@
-"""A call's cascade: the models it may try in order, the provider failures after which it moves
-on, and how each way of ending is recorded for settlement. Shared by chat and embeddings."""
+"""A call's cascade: the models it may try in order, the provider failures (and answers that
+fail an enforced ``response_format``) after which it moves on, and how each way of ending is
+recorded for settlement. Shared by chat and embeddings."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
 from ringside.domain import billing
@@ -14,13 +15,14 @@ from ringside.errors import (
     ModelUnavailable,
     NoActiveProviderKeys,
     RateLimited,
+    ResponseSchemaValidationFailed,
     RingsideError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from ringside.services import Services
 from ringside.tokens import TokenUsage
-from ringside.upstream.providers import ProviderConfig, Wire
+from ringside.upstream.adapter import Exchange
 
 T = TypeVar("T")
 
@@ -31,6 +33,7 @@ FALLBACK_ON = (
     ModelUnavailable,
     NoActiveProviderKeys,
     RateLimited,
+    ResponseSchemaValidationFailed,
 )
 
 
@@ -49,14 +52,45 @@ class Attempts:
         }
 
 
-def provider_for(svc: Services, target: ResolvedModel) -> ProviderConfig:
-    cfg = svc.settings.providers[target.model.provider]
-    if cfg.spec.wire is Wire.NATIVE:
-        raise ModelUnavailable(
-            f"{target.ref}: the {cfg.spec.display} adapter is not available in this build; "
-            "only OpenAI-wire providers are served so far."
-        )
-    return cfg
+def add_usage(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(a)})
+
+
+@dataclass
+class Spent:
+    """The usage of every answer a call has had so far (re-prompted ones, and those of models
+    the cascade moved on from after a schema failure): all of it is billed, however the call
+    ends, each model's tokens at that model's prices."""
+
+    usage: TokenUsage = field(default_factory=TokenUsage)  # every model's, summed
+    source: str = "none"  # upstream | counted (if any attempt was counted) | none
+    by_model: dict[str, tuple[ResolvedModel, TokenUsage]] = field(default_factory=dict)
+
+    def add(self, target: ResolvedModel, usage: TokenUsage, source: str) -> None:
+        self.usage = usage if self.source == "none" else add_usage(self.usage, usage)
+        self.source = "counted" if "counted" in (source, self.source) else source
+        known = self.by_model.get(target.ref)
+        self.by_model[target.ref] = (target, usage if known is None else add_usage(known[1], usage))
+
+    def parts(self) -> tuple[tuple[ResolvedModel, TokenUsage], ...]:
+        """Per model, when more than one was billed (else empty: the outcome's usage is all
+        the settled model's)."""
+        return tuple(self.by_model.values()) if len(self.by_model) > 1 else ()
+
+
+def exchange(
+    svc: Services, target: ResolvedModel, request_id: str, *, stream: bool = False
+) -> Exchange:
+    """The upstream exchange for one attempt of the cascade (``ModelUnavailable`` when the
+    provider's adapter is missing: the cascade moves on)."""
+    return svc.upstreams.exchange(
+        target.model.provider,
+        target.model.model,
+        request_id=request_id,
+        timeout_s=svc.settings.upstream_timeout_s,
+        idle_timeout_s=svc.settings.stream_idle_timeout_s if stream else None,
+        retries=svc.settings.upstream_retries,
+    )
 
 
 def customer_ref(header: str | None, user: str | None) -> str | None:
@@ -89,14 +123,21 @@ def last(attempts: Attempts) -> ResolvedModel:
     return attempts.tried[-1] if attempts.tried else attempts.targets[0]
 
 
-def failed(attempts: Attempts, exc: RingsideError) -> billing.Outcome:
+def failed(attempts: Attempts, exc: RingsideError, spent: Spent | None = None) -> billing.Outcome:
     status = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-    return billing.Outcome(last(attempts), TokenUsage(), "none", status, exc.status)
+    return _ended(attempts, spent, status, exc.status)
 
 
-def broken(attempts: Attempts) -> billing.Outcome:
-    return billing.Outcome(last(attempts), TokenUsage(), "none", "internal_error", 500)
+def broken(attempts: Attempts, spent: Spent | None = None) -> billing.Outcome:
+    return _ended(attempts, spent, "internal_error", 500)
 
 
-def aborted(attempts: Attempts) -> billing.Outcome:
-    return billing.Outcome(last(attempts), TokenUsage(), "none", "client_aborted", 499)
+def aborted(attempts: Attempts, spent: Spent | None = None) -> billing.Outcome:
+    return _ended(attempts, spent, "client_aborted", 499)
+
+
+def _ended(attempts: Attempts, spent: Spent | None, status: str, http: int) -> billing.Outcome:
+    spent = spent or Spent()
+    return billing.Outcome(
+        last(attempts), spent.usage, spent.source, status, http, parts=spent.parts()
+    )

@@ -25,7 +25,7 @@ from ringside.domain.modelrefs import ResolvedModel, resolve_all
 from ringside.errors import InvalidRequest, RingsideError, UpstreamTimeout
 from ringside.services import Services
 from ringside.tokens import TokenUsage, estimate_tokens
-from ringside.upstream import openai_compat
+from ringside.upstream.adapter import JsonReply
 
 MAX_INPUTS = 2048  # OpenAI's limit per request (SPEC §11)
 _MAX_MODELS = 8  # a cascade, as for chat
@@ -203,14 +203,9 @@ def _usage(data: dict[str, Any], req: EmbeddingRequest) -> tuple[TokenUsage, str
 
 async def _call_once(
     svc: Services, target: ResolvedModel, req: EmbeddingRequest, request_id: str
-) -> openai_compat.JsonReply:
-    cfg = cascade.provider_for(svc, target)
-    request = openai_compat.build_embeddings_request(
-        svc.http, cfg, target.model.model, req.body, request_id=request_id
-    )
+) -> JsonReply:
+    x = cascade.exchange(svc, target, request_id)
     with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
-        return await openai_compat.send_embeddings(svc.http, cfg.spec.name, request)
+        return await x.adapter.embed(x, req.body)
     assert scope.cancelled_caught
-    raise UpstreamTimeout(
-        f"{cfg.spec.name} did not answer within {svc.settings.upstream_timeout_s:g}s."
-    )
+    raise UpstreamTimeout(f"{x.name} did not answer within {svc.settings.upstream_timeout_s:g}s.")

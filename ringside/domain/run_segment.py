@@ -20,7 +20,7 @@ import httpx
 import orjson
 import trio
 
-from ringside.domain import billing, cascade, chat, threads
+from ringside.domain import billing, cascade, chat, structured_output, threads
 from ringside.domain.modelrefs import ResolvedModel
 from ringside.domain.run_calls import Segment
 from ringside.domain.run_events import (
@@ -50,7 +50,6 @@ from ringside.store.run_steps import StepRow
 from ringside.store.runs import Ending, RunRow
 from ringside.timestamps import unix
 from ringside.tokens import TokenUsage
-from ringside.upstream import openai_compat
 
 log = logging.getLogger("ringside.runs")
 
@@ -237,14 +236,18 @@ class _Run:
         assert call.req is not None
         assert call.attempts is not None
         req = call.req
-        self.target, response = await cascade.walk(
-            call.attempts,
-            lambda t: chat.open_upstream_stream(self.svc, t, req, call.ctx.request_id),
-        )
-        decoder = openai_compat.SSEDecoder()
+
+        def open_for(t: ResolvedModel) -> Any:
+            # A model that cannot honour response_format itself is instructed, and its answer
+            # checked at the end (a stream cannot be re-prompted), as for chat streams.
+            how = structured_output.enforcement(req.output, t)
+            body = None if how is None else structured_output.instructed(req.body, how)
+            return chat.open_upstream_stream(self.svc, t, req, call.ctx.request_id, body)
+
+        self.target, upstream = await cascade.walk(call.attempts, open_for)
         try:
-            async for chunk in response.aiter_raw():
-                for payload in decoder.feed(chunk):
+            async for chunk in upstream.response.aiter_raw():
+                for payload in upstream.decoder.feed(chunk):
                     for kind, news in self.out.feed(payload):
                         await (self.on_text(news) if kind == "text" else self.on_tool(news))
         except httpx.TimeoutException:
@@ -253,7 +256,7 @@ class _Run:
             pass  # ended early: judged below
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await response.aclose()
+                await upstream.aclose()
         if not self.out.done:
             raise UpstreamUnavailable("The provider ended the stream before it was complete.")
         if self.out.calls:
@@ -264,6 +267,15 @@ class _Run:
             return Ending("requires_action", required_action=action)
         if self.out.finish == "length":
             return Ending("incomplete", incomplete_details={"reason": "max_completion_tokens"})
+        output = req.output
+        if output is not None and structured_output.enforcement(output, self.target) is not None:
+            problem = output.problem("".join(self.out.text))
+            if problem is not None:
+                message = (
+                    "response_schema_validation_failed: the answer does not match"
+                    f" response_format ({problem})."
+                )
+                return Ending("failed", last_error={"code": "server_error", "message": message})
         return Ending("completed")
 
     def usage(self) -> tuple[TokenUsage, str]:

@@ -1,4 +1,9 @@
-"""Relaying an upstream SSE stream to the client in OpenAI's exact framing, settling it once."""
+"""Relaying an upstream SSE stream to the client in OpenAI's exact framing, settling it once.
+
+With an enforced ``response_format`` (``structured_output.StreamCheck``) the chunks still go
+through as they come; content that cannot start a valid document ends the stream at once, and
+a complete answer that is invalid ends it with a ``response_schema_validation_failed`` error
+event instead of ``[DONE]``. Either way the call is billed for what was generated."""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from ringside.domain import billing
 from ringside.domain.chat_request import ChatRequest
 from ringside.domain.metering import CallContext
 from ringside.domain.modelrefs import ResolvedModel
+from ringside.domain.structured_output import StreamCheck
 from ringside.errors import RingsideError, UpstreamTimeout, UpstreamUnavailable
 from ringside.services import Services
 from ringside.tokens import TokenUsage
-from ringside.upstream import openai_compat
+from ringside.upstream.adapter import UpstreamStream
+from ringside.upstream.shapes import choices_text_chars, without_null_usage
 
 # Called once when a stream ends: (outcome, http status, usage).
 Finished = Callable[[str, int, TokenUsage], None]
@@ -35,23 +42,26 @@ class StreamRelay:
         ctx: CallContext,
         req: ChatRequest,
         target: ResolvedModel,
-        response: httpx.Response,
+        stream: UpstreamStream,
         on_finish: Finished,
         hold: billing.Hold,
+        check: StreamCheck | None = None,
     ) -> None:
         self._svc = svc
         self._ctx = ctx
         self._req = req
         self._target = target
-        self._response = response
+        self._response = stream.response
         self._on_finish = on_finish
         self._hold = hold
         self._outcome: billing.Outcome | None = None
-        self._reads = response.aiter_raw()
-        self._decoder = openai_compat.SSEDecoder()
+        self._reads = stream.response.aiter_raw()
+        self._decoder = stream.decoder
         self._usage: TokenUsage | None = None
         self._output_chars = 0
         self._status: str | None = None  # set when the stream ended: "ok" or a failure
+        self._check = check
+        self._complete = False  # the upstream sent [DONE]
         self._settled = False
         self._recorder: Callable[[bytes], Awaitable[None]] | None = None
         self._sent: list[bytes] = []
@@ -82,7 +92,7 @@ class StreamRelay:
         while self._status is None:
             try:
                 chunk = await anext(self._reads, None)
-            except httpx.TimeoutException:  # the idle timeout: see build_chat_request
+            except httpx.TimeoutException:  # the idle timeout: see Exchange.timeout
                 return self._fail("timeout", UpstreamTimeout("The provider stopped streaming."))
             except httpx.HTTPError:
                 chunk = None
@@ -94,18 +104,21 @@ class StreamRelay:
             out = []
             for payload in self._decoder.feed(chunk):
                 if payload == b"[DONE]":
-                    self._status = "ok"
-                    out.append(b"data: [DONE]\n\n")
+                    self._complete = True
+                    out.append(self._done())
                     break
                 shown = self._observe(payload)
                 if shown is not None:
                     out.append(b"data: " + shown + b"\n\n")
+                if self._check is not None and self._check.problem is not None:
+                    out.append(self._error_event("upstream_error", self._check.error()))
+                    break
             if out:
                 sent = b"".join(out)
                 if self._recorder is not None:
                     self._sent.append(sent)
                 return sent
-        if self._status == "ok":
+        if self._complete:
             # Read the upstream body to its end so its connection goes back to the pool (a
             # stream closed unread costs a new TCP connection on the next call).
             with trio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
@@ -125,7 +138,9 @@ class StreamRelay:
         if not isinstance(chunk, dict):
             return payload
         choices = chunk.get("choices")
-        self._output_chars += openai_compat.choices_text_chars(choices, "delta")
+        self._output_chars += choices_text_chars(choices, "delta")
+        if self._check is not None:
+            self._check.feed(choices)
         if "usage" not in chunk:
             return payload
         usage = chunk["usage"]
@@ -133,17 +148,28 @@ class StreamRelay:
             self._usage = TokenUsage.from_openai(usage)
             return payload if choices or self._req.include_usage else None
         if usage is None and not self._req.include_usage:
-            return openai_compat.without_null_usage(payload)
+            return without_null_usage(payload)
         return payload
 
+    def _done(self) -> bytes:
+        """The end of a complete upstream stream: ``[DONE]``, or the error event of an answer
+        that fails the enforced ``response_format``."""
+        if self._check is not None and self._check.finish() is not None:
+            return self._error_event("upstream_error", self._check.error())
+        self._status = "ok"
+        return b"data: [DONE]\n\n"
+
     def _fail(self, status: str, error: RingsideError) -> bytes:
-        self._status = status
-        self._finish(status, error.status)
-        body = error.envelope(self._ctx.request_id)
-        sent = b"data: " + orjson.dumps(body) + b"\n\n"
+        sent = self._error_event(status, error)
         if self._recorder is not None:
             self._sent.append(sent)
         return sent
+
+    def _error_event(self, status: str, error: RingsideError) -> bytes:
+        """End the stream with an OpenAI-style error event (no ``[DONE]`` follows)."""
+        self._status = status
+        self._finish(status, error.status)
+        return b"data: " + orjson.dumps(error.envelope(self._ctx.request_id)) + b"\n\n"
 
     def _finish(self, status: str, http_status: int) -> None:
         if self._outcome is not None:

@@ -45,7 +45,11 @@ _COMPLETE = """
            response_body = $6
      WHERE developer_id = $1 AND key = $2 AND request_id = $3"""
 
-_RELEASE = "DELETE FROM idempotency_key WHERE developer_id = $1 AND key = $2 AND request_id = $3"
+# Only a claim still in flight: an answer stored (a billed failure, e.g. a 422 after every
+# schema attempt was billed) stays for replay.
+_RELEASE = """
+    DELETE FROM idempotency_key
+     WHERE developer_id = $1 AND key = $2 AND request_id = $3 AND state = 'in_flight'"""
 
 _INTERRUPT = """
     UPDATE idempotency_key

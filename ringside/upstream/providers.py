@@ -6,8 +6,7 @@ Every base URL is overridable with ``<NAME>_BASE_URL`` and keys come from ``<NAM
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -15,7 +14,7 @@ from enum import Enum
 class Wire(Enum):
     OPENAI = "openai"  # OpenAI Chat Completions, spoken natively
     AZURE = "azure"  # OpenAI wire on Azure's deployment URLs with the api-key header
-    NATIVE = "native"  # its own wire format; adapter not in this build yet
+    NATIVE = "native"  # its own wire format, through its adapter (upstream/<name>.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "Amazon Bedrock",
             "https://bedrock-runtime.us-east-1.amazonaws.com",
             Wire.NATIVE,
+            key_required=False,  # signed with AWS credentials (SigV4), not an API key
         ),
         ProviderSpec(
             "huggingface", "Hugging Face", "https://router.huggingface.co/v1", Wire.OPENAI
@@ -69,30 +69,33 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
-@dataclass
-class KeyPool:
-    """Round-robin over a provider's keys; one pool per process, shared by all requests."""
-
-    keys: tuple[str, ...]
-    _cycle: Iterator[str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._cycle = itertools.cycle(self.keys)
-
-    def next_key(self) -> str | None:
-        return next(self._cycle) if self.keys else None
+# Provider-specific settings read from the environment (beside <NAME>_API_KEY/_BASE_URL).
+_OPTIONS: Mapping[str, tuple[str, ...]] = {
+    "bedrock": (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "BEDROCK_REGION",
+    ),
+}
 
 
 @dataclass(frozen=True)
 class ProviderConfig:
+    """A provider's configuration, immutable; per-process state (which keys are usable) is in
+    ``upstream.keys.KeyRing``."""
+
     spec: ProviderSpec
     base_url: str
-    keys: KeyPool
+    keys: tuple[str, ...] = ()
     api_version: str | None = None  # Azure only
+    options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def configured(self) -> bool:
-        return bool(self.base_url) and (bool(self.keys.keys) or not self.spec.key_required)
+        return bool(self.base_url) and (bool(self.keys) or not self.spec.key_required)
 
 
 def provider_configs(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
@@ -107,5 +110,6 @@ def provider_configs(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
             if spec.wire is Wire.AZURE
             else None
         )
-        configs[name] = ProviderConfig(spec, base, KeyPool(keys), api_version)
+        options = {k: env[k] for k in _OPTIONS.get(name, ()) if env.get(k)}
+        configs[name] = ProviderConfig(spec, base, keys, api_version, options)
     return configs

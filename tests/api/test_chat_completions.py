@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import openai
 import orjson
 import pytest
 
@@ -14,13 +15,18 @@ from tests.simulator.openapi import validate
 CATALOG = load_catalog()
 
 
-def chat_model(provider: str) -> str:
-    """A catalog chat model of the provider (ollama takes any local model)."""
+def chat_model(provider: str, capability: str = "chat") -> str:
+    """A catalog chat model of the provider with ``capability`` (ollama takes any local
+    model); "" when the provider has none."""
     if provider == "ollama":
         return "fc:ollama/llama3.2"
-    models = [m for m in CATALOG.all() if m.provider == provider and "chat" in m.capabilities]
-    assert models, f"catalog has no chat model for {provider}"
-    return models[0].ref
+    models = [
+        m
+        for m in CATALOG.all()
+        if m.provider == provider and {"chat", capability} <= m.capabilities
+    ]
+    assert models or capability != "chat", f"catalog has no chat model for {provider}"
+    return models[0].ref if models else ""
 
 
 def expected_cost(ref: str, prompt: int, completion: int) -> Decimal:
@@ -100,6 +106,17 @@ async def test_streamed_completion_every_provider(gateway: RunningGateway, provi
 @pytest.mark.parametrize("provider", SIMULATED)
 async def test_tool_calling_every_provider(gateway: RunningGateway, provider: str) -> None:
     client = gateway.openai(await gateway.new_key())
+    model = chat_model(provider, "tools")
+    if not model:  # no model of the provider calls tools (perplexity): refused, never dropped
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model=chat_model(provider),
+                messages=[{"role": "user", "content": "weather?"}],
+                tools=[{"type": "function", "function": {"name": "get_weather"}}],
+            )
+        assert info.value.code == "tools_unsupported"
+        assert gateway.sim.chats() == []
+        return
     tools = [
         {
             "type": "function",
@@ -110,7 +127,7 @@ async def test_tool_calling_every_provider(gateway: RunningGateway, provider: st
         }
     ]
     completion = await client.chat.completions.create(
-        model=chat_model(provider),
+        model=model,
         messages=[
             {
                 "role": "user",
@@ -127,7 +144,7 @@ async def test_tool_calling_every_provider(gateway: RunningGateway, provider: st
     assert orjson.loads(call.function.arguments) == {"city": "Paris"}
 
     stream = await client.chat.completions.create(
-        model=chat_model(provider),
+        model=model,
         messages=[{"role": "user", "content": "weather?"}],
         tools=tools,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},

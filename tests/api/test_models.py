@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import openai
 import orjson
 import pytest
 
+from ringside.catalog import load_catalog
+from ringside.tokens import TokenUsage
 from ringside.upstream.providers import PROVIDERS
 from tests.gateway import RunningGateway
 from tests.simulator.openapi import validate
@@ -90,3 +94,41 @@ async def test_match_in_a_completion(gateway: RunningGateway) -> None:
     )
     assert raw.headers["x-ringside-model-resolved"] == newest.ref
     assert gateway.sim.chats("openai")[-1].json["model"] == newest.model
+
+
+async def test_capabilities_show_caching_and_cache_write_prices(gateway: RunningGateway) -> None:
+    key = await gateway.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    cached = (await gateway.http.get("/v1/models?supports=caching", headers=auth)).json()["data"]
+    assert cached
+    for m in cached:  # caching: a cache read is cheaper than fresh input
+        assert Decimal(m["pricing"]["cached_input"]) < Decimal(m["pricing"]["input"])
+    assert "fc:anthropic/claude-sonnet-5" in {m["id"] for m in cached}
+    sonnet = (
+        await gateway.http.get("/v1/models/fc:anthropic/claude-sonnet-5", headers=auth)
+    ).json()
+    assert sonnet["pricing"]["cache_write"] == "2.50"  # 1.25x input, Anthropic's cache write
+    assert {c for c, on in sonnet["capabilities"].items() if on} == {
+        "chat",
+        "tools",
+        "vision",
+        "json_schema",
+        "reasoning",
+        "streaming",
+        "caching",
+    }
+
+
+def test_cache_writes_are_billed_at_their_own_price() -> None:
+    info = load_catalog().by_ref("fc:anthropic/claude-sonnet-5")
+    assert info is not None
+    # 1,000 prompt tokens: 600 read from the cache, 300 written to it, 100 fresh.
+    cost = info.cost(input=1000, cached_input=600, output=0, reasoning=0, cache_write=300)
+    per = Decimal(1_000_000)
+    assert cost == (100 * Decimal("2.00") + 600 * Decimal("0.20") + 300 * Decimal("2.50")) / per
+    assert TokenUsage.from_openai(
+        {
+            "prompt_tokens": 1000,
+            "prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 300},
+        }
+    ) == TokenUsage(input=1000, cached_input=600, cache_write=300)

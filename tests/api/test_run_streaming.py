@@ -297,7 +297,8 @@ async def test_failures_stream_as_failed_runs(gateway: RunningGateway) -> None:
     failed = events[-2][1]
     assert failed["last_error"]["code"] == "server_error"
     assert failed["usage"]["completion_tokens"] > 0  # what was generated is billed
-    # A model whose provider has no adapter yet: the run is created, then fails.
+    # A provider without a usable key: the run is created, then fails.
+    gateway.services.upstreams.rings["anthropic"].refused("sk-anthropic-test")
     body = {"assistant_id": asst_id, "model": "fc:anthropic/claude-fable-5"}
     dev, asst_id, thread_id = await _setup(gateway, "hi")
     events = await _stream(dev, f"/v1/threads/{thread_id}/runs", {**body, "assistant_id": asst_id})
@@ -309,7 +310,7 @@ async def test_failures_stream_as_failed_runs(gateway: RunningGateway) -> None:
         "thread.run.failed",
         "done",
     ]
-    assert events[-2][1]["last_error"]["message"].startswith("model_unavailable")
+    assert events[-2][1]["last_error"]["message"].startswith("no_active_provider_keys")
 
 
 async def test_a_streamed_run_whose_body_never_starts_is_cancelled_after_the_grace(

@@ -178,15 +178,16 @@ async def test_max_prompt_tokens_truncates_then_ends_incomplete(gateway: Running
     assert run.incomplete_details.reason == "max_prompt_tokens"
 
 
-async def test_unadapted_provider_fails_the_run(gateway: RunningGateway) -> None:
+async def test_a_provider_without_a_usable_key_fails_the_run(gateway: RunningGateway) -> None:
     dev, client, asst_id, thread_id = await run_setup(gateway)
+    gateway.services.upstreams.rings["anthropic"].refused("sk-anthropic-test")
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=thread_id, assistant_id=asst_id, model="fc:anthropic/claude-fable-5"
     )
     assert run.status == "failed"
     assert run.last_error is not None
     assert run.last_error.code == "server_error"
-    assert run.last_error.message.startswith("model_unavailable")
+    assert run.last_error.message.startswith("no_active_provider_keys")
     validate(await raw_run(dev, thread_id, run.id), "RunObject")
     event = await gateway.services.db.fetchrow(
         "SELECT type, data FROM webhook_event WHERE type LIKE 'run.%'"
@@ -595,3 +596,30 @@ async def test_json_schema_format_and_run_list_pages(gateway: RunningGateway) ->
     assert not rest.has_more
     every = [r.id async for r in client.beta.threads.runs.list(thread_id=thread_id, order="asc")]
     assert every == ids
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "fc:anthropic/claude-sonnet-5",
+        "fc:gemini/gemini-3.8-flash",
+        "fc:cohere/command-a-03-2025",
+        "fc:bedrock/anthropic.claude-sonnet-5",
+        "fc:replicate/meta/meta-llama-3-8b-instruct",
+    ],
+)
+async def test_runs_on_native_providers(gateway: RunningGateway, model: str) -> None:
+    """A run reads its provider's stream through the same adapters as chat completions."""
+    _, client, asst_id, thread_id = await run_setup(gateway, "hello there")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=asst_id, model=model
+    )
+    assert run.status == "completed", run.last_error
+    assert run.model == model
+    assert run.usage is not None
+    assert (run.usage.prompt_tokens, run.usage.completion_tokens) == (5, 3)
+    page = await client.beta.threads.messages.list(thread_id=thread_id, order="desc", limit=1)
+    answer = page.data[0]
+    assert answer.role == "assistant"
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text.value == "Echo: hello there"

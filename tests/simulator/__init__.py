@@ -15,7 +15,9 @@ before answering), ``chunk_delay`` (s between stream chunks), ``reply`` (exact t
 ``tool_call`` ({"name", "arguments"} or a list of them), ``no_usage``, ``usage`` (overrides
 prompt_tokens/completion_tokens/total_tokens/cached_tokens/reasoning_tokens), ``hang``,
 ``stream_error_after`` (drop the connection after N content chunks), ``reasoning_tokens``
-(added to completion_tokens and reported in its details, as OpenAI does).
+(added to completion_tokens and reported in its details, as OpenAI does), ``flaky``
+({"id", "times", "status", "retry_after"}: the first ``times`` requests with that id fail, the
+next succeed). ``Simulator.throttled_keys`` ({key: retry_after_s}) answers 429 for those keys.
 
 Embeddings: ``POST <base>/embeddings`` (Azure: ``.../deployments/{deployment}/embeddings``)
 answers OpenAI's ``CreateEmbeddingResponse`` with deterministic unit vectors (a seeded hash of

@@ -8,15 +8,28 @@ slow answers (``delay``/``hang`` directives) run next to a task watching ``recei
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 import trio
 
-from .completion import Plan, SimError, dumps, error_type_for, loads, make_plan, rand_id
+from .asgi import (
+    GUARDED_KEYS,
+    SSE_HEADERS,
+    Flow,
+    Receive,
+    Scope,
+    Send,
+    extra_headers,
+    request_id,
+    send_json,
+    watch_disconnect,
+)
+from .completion import Plan, SimError, dumps, error_type_for, loads, make_plan
 from .embedding import EmbeddingPlan, embedding_body, make_embedding_plan
+from .native import NativeRequest, native_handler
 from .providers import (
     AZURE,
     AZURE_DEPLOYMENT_KINDS,
@@ -32,16 +45,6 @@ from .providers import (
 )
 from .render import DONE, ChunkWriter, completion_body
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON: Final = (b"content-type", b"application/json")
-_SSE_HEADERS: Final = (
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-)
 _MODELS_BODIES: Final = {p: dumps(models_payload(p)) for p in PROVIDER_BASES}
 _BAD_JSON: Final = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
@@ -57,7 +60,6 @@ _NO_AZURE_KEY: Final = (
     "when making requests to an API."
 )
 BAD_KEY: Final = "sk-bad"
-_GUARDED_KEYS: Final = frozenset({"delay", "hang", "status", "headers"})
 _UNPARSED: Final = object()
 
 
@@ -72,33 +74,6 @@ class Received:
     headers: dict[str, str]
     body: bytes
     json: Any | None
-
-
-class _Flow:
-    """One guarded answer; ``finish()`` is called just before its last message is sent."""
-
-    __slots__ = ("done", "sim", "stream")
-
-    def __init__(self, sim: Simulator, stream: bool) -> None:
-        self.sim = sim
-        self.stream = stream
-        self.done = False
-        if stream:
-            sim.open_streams += 1
-
-    def finish(self) -> None:
-        if not self.done:
-            self.done = True
-            if self.stream:
-                self.sim.open_streams -= 1
-
-    def abandon(self) -> None:
-        """The client went away (or the task was cancelled) before the end."""
-        if not self.done:
-            self.finish()
-            self.sim.cancelled_requests += 1
-            if self.stream:
-                self.sim.cancelled_streams += 1
 
 
 class Simulator:
@@ -118,6 +93,10 @@ class Simulator:
         self.open_streams = 0  # streams currently being sent
         self.cancelled_streams = 0  # streams whose client went away before the end
         self.cancelled_requests = 0  # same, for any guarded answer (streams, delay, hang)
+        # Keys answered 429 (with this Retry-After, in seconds) while listed: a throttled key.
+        self.throttled_keys: dict[str, float] = {}
+        # `flaky` directives seen, by their id (see check_flaky).
+        self.flaky_seen: dict[str, int] = {}
 
     def clear(self) -> None:
         """Forget recorded requests and reset the counters (``open_streams`` is live state)."""
@@ -147,6 +126,46 @@ class Simulator:
         with trio.fail_after(within):
             while not predicate(self):  # noqa: ASYNC110 - counters change in other tasks
                 await trio.sleep(0.005)
+
+    def check_throttled(self, headers: dict[str, str]) -> None:
+        """A 429 with Retry-After for a key listed in ``throttled_keys``."""
+        if not self.throttled_keys:
+            return
+        presented = (
+            headers.get("api-key") or headers.get("x-api-key") or headers.get("x-goog-api-key")
+        )
+        if presented is None:
+            presented = headers.get("authorization", "").partition(" ")[2].strip()
+        wait = self.throttled_keys.get(presented)
+        if wait is not None:
+            raise SimError(
+                429,
+                "Rate limit reached for requests.",
+                "requests",
+                "rate_limit_exceeded",
+                headers=((b"retry-after", f"{wait:g}".encode()),),
+            )
+
+    def check_flaky(self, directive: dict[str, Any]) -> None:
+        """``flaky``: ``{"id", "times", "status", "retry_after"}``: the first ``times`` requests
+        carrying this id fail with ``status`` (default 503; Retry-After when given), later
+        ones are answered normally (a provider recovering)."""
+        flaky = directive.get("flaky")
+        if not isinstance(flaky, dict):
+            return
+        ident = str(flaky.get("id", ""))
+        seen = self.flaky_seen[ident] = self.flaky_seen.get(ident, 0) + 1
+        if seen <= int(flaky.get("times", 1)):
+            status = int(flaky.get("status", 503))
+            extra: tuple[tuple[bytes, bytes], ...] = ()
+            if flaky.get("retry_after") is not None:
+                extra = ((b"retry-after", f"{float(flaky['retry_after']):g}".encode()),)
+            raise SimError(
+                status,
+                f"Simulated flaky upstream (HTTP {status}).",
+                error_type_for(status),
+                headers=extra,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -191,6 +210,18 @@ class Simulator:
                     None if parsed is _UNPARSED else parsed,
                 )
             )
+        if route is None and (native := native_handler(provider)) is not None:
+            request = NativeRequest(
+                provider,
+                method,
+                path,
+                scope.get("query_string", b"").decode("latin-1"),
+                headers,
+                body,
+                None if parsed is _UNPARSED else parsed,
+            )
+            await native(self, request, receive, send)
+            return
         try:
             if route is None:
                 raise SimError(404, f"Invalid URL ({method} {path})")
@@ -199,8 +230,9 @@ class Simulator:
             if method != ("GET" if route[1] == MODELS else "POST"):
                 raise SimError(405, f"Invalid method for URL ({method} {path})")
             _check_auth(provider, headers)
+            self.check_throttled(headers)
             if route[1] == MODELS:
-                await _send_json(send, 200, _MODELS_BODIES[provider])
+                await send_json(send, 200, _MODELS_BODIES[provider])
                 return
             if parsed is _UNPARSED:
                 raise SimError(400, _BAD_JSON)
@@ -209,19 +241,20 @@ class Simulator:
                 plan = make_plan(parsed, deployment, self.defaults)
             else:
                 plan = make_embedding_plan(parsed, deployment, self.defaults)
+            self.check_flaky(plan.directive)
         except SimError as err:
-            await _send_json(send, err.status, err.body(), err.headers)
+            await send_json(send, err.status, err.body(), err.headers)
             return
-        if not plan.stream and not (plan.directive.keys() & _GUARDED_KEYS):
-            await _send_json(send, 200, _render(plan))
+        if not plan.stream and not (plan.directive.keys() & GUARDED_KEYS):
+            await send_json(send, 200, _render(plan))
             return
         await self._guarded(receive, plan, send)
 
     async def _guarded(self, receive: Receive, plan: Plan | EmbeddingPlan, send: Send) -> None:
-        flow = _Flow(self, plan.stream)
+        flow = Flow(self, plan.stream)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
+                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope)
                 await _answer(plan, send, flow)
                 nursery.cancel_scope.cancel()
         finally:
@@ -244,27 +277,27 @@ def _azure_route(path: str) -> tuple[tuple[str, str] | None, str | None]:
     return None, None
 
 
-async def _answer(plan: Plan | EmbeddingPlan, send: Send, flow: _Flow) -> None:
+async def _answer(plan: Plan | EmbeddingPlan, send: Send, flow: Flow) -> None:
     d = plan.directive
     if d.get("hang"):
         await trio.sleep_forever()
     delay = float(d.get("delay") or 0)
     if delay > 0:
         await trio.sleep(delay)
-    extra = _extra_headers(d)
+    extra = extra_headers(d)
     status = int(d.get("status") or 200)
     if status >= 400:
         flow.finish()
-        await _send_json(send, status, _directive_error(status, d).body(), extra)
+        await send_json(send, status, _directive_error(status, d).body(), extra)
     elif not isinstance(plan, Plan) or not plan.stream:
         flow.finish()
-        await _send_json(send, 200, _render(plan), extra)
+        await send_json(send, 200, _render(plan), extra)
     else:
         await _stream(plan, send, flow, extra)
 
 
 async def _stream(
-    plan: Plan, send: Send, flow: _Flow, extra: tuple[tuple[bytes, bytes], ...]
+    plan: Plan, send: Send, flow: Flow, extra: tuple[tuple[bytes, bytes], ...]
 ) -> None:
     d = plan.directive
     writer = ChunkWriter(plan)
@@ -278,7 +311,7 @@ async def _stream(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_SSE_HEADERS, _request_id(), *extra],
+                "headers": [*SSE_HEADERS, request_id(), *extra],
             }
         )
         for idx, step in enumerate(steps):
@@ -297,14 +330,6 @@ async def _stream(
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
     except Exception:  # sending after the client left: the stream is over (undone)
         return
-
-
-async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -334,18 +359,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def _request_id() -> tuple[bytes, bytes]:
-    return (b"x-request-id", rand_id("req_").encode())
-
-
-async def _send_json(
-    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
-) -> None:
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), _request_id(), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def _has_api_version(query: bytes) -> bool:
     return b"api-version=" in query and bool(
         parse_qs(query.decode("latin-1")).get("api-version", [""])[0]
@@ -366,16 +379,6 @@ def _check_auth(provider: str, headers: dict[str, str]) -> None:
             raise SimError(401, _NO_KEY, code="invalid_api_key")
     if key == BAD_KEY:
         raise SimError(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
-
-
-def _extra_headers(d: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
-    extra: dict[str, str] = {}
-    if int(d.get("status") or 0) == 429:
-        extra["retry-after"] = "1"
-    given = d.get("headers")
-    if isinstance(given, dict):
-        extra.update({str(k).lower(): str(v) for k, v in given.items()})
-    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())
 
 
 def _directive_error(status: int, d: dict[str, Any]) -> SimError:

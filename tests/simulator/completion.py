@@ -3,7 +3,10 @@
 Rules (see the package docstring for the directive reference):
 
 * reply text: ``"Echo: " + <text of the last user message>`` (directives stripped), or the
-  ``reply`` directive; tokens are ``\\s*\\S+`` runs, so streamed deltas concatenate to the content.
+  ``reply`` directive, or ``replies[k]`` where k is the number of assistant messages in the
+  request (the last entry once k runs past the list: a model answering re-prompts), or an
+  object mapping a model id to such a list (other models answer as without it); tokens
+  are ``\\s*\\S+`` runs, so streamed deltas concatenate to the content.
 * ``prompt_tokens`` = whitespace words across all messages' text + 3 per message
   + ``IMAGE_TOKENS`` per image part; ``completion_tokens`` = reply tokens x ``n``
   (tool calls: 1 + words of the arguments JSON, per call) + ``reasoning_tokens``.
@@ -271,6 +274,7 @@ def make_plan(body: Any, model: str | None, defaults: dict[str, Any] | None = No
     directive: dict[str, Any] = dict(defaults) if defaults else {}
     words = PER_MESSAGE_TOKENS * len(messages)
     last_user = ""
+    answered = 0  # assistant messages so far
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise _bad(
@@ -284,6 +288,8 @@ def make_plan(body: Any, model: str | None, defaults: dict[str, Any] | None = No
         words += len(text.split()) + IMAGE_TOKENS * images
         if msg["role"] == "user":
             last_user = text
+        elif msg["role"] == "assistant":
+            answered += 1
         elif (
             msg["role"] == "tool"
             and had_call
@@ -300,7 +306,13 @@ def make_plan(body: Any, model: str | None, defaults: dict[str, Any] | None = No
     top = _int_param(body, "top_logprobs", 0, 20) or 0
     calls = _tool_calls(body, directive)
     if calls is None:
-        reply = directive["reply"] if "reply" in directive else "Echo: " + last_user.strip()
+        replies = directive.get("replies")
+        if isinstance(replies, dict):
+            replies = replies.get(model)
+        if isinstance(replies, list) and replies:
+            reply = replies[min(answered, len(replies) - 1)]
+        else:
+            reply = directive["reply"] if "reply" in directive else "Echo: " + last_user.strip()
         tokens, finish = _cut(str(reply), body.get("stop"), limit)
         completion = len(tokens) * n
     else:

@@ -25,7 +25,17 @@ PROVIDER_BASES: Final[Mapping[str, str]] = {
     "mistral": "/mistral/v1",
     "huggingface": "/huggingface/v1",
     "azure_openai": "/azure_openai",
+    # Native wires (tests/simulator/native.py): the base URL each official SDK takes.
+    "anthropic": "/anthropic",
+    "gemini": "/gemini",
+    "cohere": "/cohere",
+    "bedrock": "/bedrock",
+    "replicate": "/replicate/v1",
 }
+
+NATIVE_PROVIDERS: Final[frozenset[str]] = frozenset(
+    {"anthropic", "gemini", "cohere", "bedrock", "replicate"}
+)
 
 NO_AUTH_PROVIDERS: Final[frozenset[str]] = frozenset({"ollama"})
 AZURE: Final = "azure_openai"
@@ -46,6 +56,8 @@ _ALIASES: Final[Mapping[str, tuple[str, ...]]] = {"deepseek": ("/deepseek/v1",)}
 def _build_routes() -> dict[str, tuple[str, str]]:
     routes: dict[str, tuple[str, str]] = {}
     for provider, base in PROVIDER_BASES.items():
+        if provider in NATIVE_PROVIDERS:
+            continue  # routed by tests/simulator/native.py
         if provider == AZURE:
             routes["/azure_openai/openai/models"] = (provider, MODELS)
             continue

@@ -17,10 +17,10 @@ from openai import AsyncOpenAI
 from .embedding import MAX_INPUTS
 from .helpers import AUTH, error_body
 from .openapi import validate
-from .providers import PROVIDER_BASES
+from .providers import NATIVE_PROVIDERS, PROVIDER_BASES
 from .server import RunningSimulator
 
-OPENAI_STYLE = sorted(set(PROVIDER_BASES) - {"azure_openai"})
+OPENAI_STYLE = sorted(set(PROVIDER_BASES) - {"azure_openai"} - NATIVE_PROVIDERS)
 AZURE_VERSION = {"api-version": "2024-10-21"}
 
 

@@ -16,12 +16,12 @@ from openai import AsyncOpenAI
 
 from .helpers import AUTH, chat, error_body, ok_body, user
 from .openapi import validate
-from .providers import PROVIDER_BASES
+from .providers import NATIVE_PROVIDERS, PROVIDER_BASES
 from .server import RunningSimulator
 from .sse import sse_chunks, streamed_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OPENAI_STYLE = sorted(set(PROVIDER_BASES) - {"azure_openai"})
+OPENAI_STYLE = sorted(set(PROVIDER_BASES) - {"azure_openai"} - NATIVE_PROVIDERS)
 
 
 @pytest.mark.parametrize("provider", OPENAI_STYLE)

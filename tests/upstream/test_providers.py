@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from ringside.errors import NoActiveProviderKeys
 from ringside.tokens import TokenUsage
-from ringside.upstream.openai_compat import SSEDecoder, choices_text_chars
+from ringside.upstream.keys import KeyRing
 from ringside.upstream.providers import PROVIDERS, Wire, provider_configs
+from ringside.upstream.shapes import choices_text_chars
+from ringside.upstream.sse import SSEDecoder
 
 REAL_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -53,9 +56,24 @@ def test_azure_needs_its_resource_url_and_uses_api_versions() -> None:
     assert cfg.configured
 
 
-def test_key_pools_rotate() -> None:
+def test_key_pools_rotate_and_set_refused_and_throttled_keys_aside() -> None:
     cfg = provider_configs({"GROQ_API_KEY": "a, b,,c"})["groq"]
-    assert [cfg.keys.next_key() for _ in range(4)] == ["a", "b", "c", "a"]
+    assert cfg.keys == ("a", "b", "c")
+    now = [100.0]
+    ring = KeyRing("groq", cfg.keys, clock=lambda: now[0])
+    assert [ring.lease() for _ in range(4)] == ["a", "b", "c", "a"]
+    ring.refused("b")
+    ring.throttled("c", 2.5)
+    assert [ring.lease() for _ in range(3)] == ["a", "a", "a"]
+    now[0] += 3
+    assert {ring.lease() for _ in range(4)} == {"a", "c"}
+    ring.refused("a")
+    ring.refused("c")
+    with pytest.raises(NoActiveProviderKeys):
+        ring.lease()
+    assert [s["state"] for s in ring.status()] == ["refused"] * 3
+    ring.reset()
+    assert ring.usable() == 3
 
 
 def test_usage_and_text_counting_tolerate_malformed_upstream_bodies() -> None:
