@@ -354,7 +354,7 @@ def _adapters(sim: str, gw: Gateway, opts: Options, workdir: Path) -> dict[str, 
     """The adapters step, at half the cell duration (it loads six targets)."""
     print("adapters: OpenAI wire vs Anthropic and Gemini", file=sys.stderr, flush=True)
     return adapters.run(sim, gw.plain.url, gw.auth, max(opts.duration / 2, 2.0), opts.rounds,
-                        workdir)  # fmt: skip
+                        workdir, gw.plain.pid)  # fmt: skip
 
 
 def run_adapters_only(opts: Options, workdir: Path) -> dict[str, Any]:

@@ -177,10 +177,10 @@ async def _call_once(
     svc: Services, target: ResolvedModel, body: dict[str, Any], request_id: str
 ) -> JsonReply:
     x = cascade.exchange(svc, target, request_id)
-    with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+    with trio.move_on_at(x.deadline) as scope:
         return await x.adapter.complete(x, body)
     assert scope.cancelled_caught
-    raise UpstreamTimeout(f"{x.name} did not answer within {svc.settings.upstream_timeout_s:g}s.")
+    raise UpstreamTimeout(f"{x.name} did not answer within {x.timeout_s:g}s.")
 
 
 async def _open(
@@ -201,7 +201,7 @@ async def open_upstream_stream(
     """Open the target's stream with ``body`` (default: the client's, without Ringside's
     extension)."""
     x = cascade.exchange(svc, target, request_id, stream=True)
-    with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+    with trio.move_on_at(x.deadline) as scope:
         return await x.adapter.open_stream(x, req.upstream_body if body is None else body)
     assert scope.cancelled_caught
     raise UpstreamTimeout(f"{x.name} did not start streaming in time.")

@@ -205,7 +205,7 @@ async def _call_once(
     svc: Services, target: ResolvedModel, req: EmbeddingRequest, request_id: str
 ) -> JsonReply:
     x = cascade.exchange(svc, target, request_id)
-    with trio.move_on_after(svc.settings.upstream_timeout_s) as scope:
+    with trio.move_on_at(x.deadline) as scope:
         return await x.adapter.embed(x, req.body)
     assert scope.cancelled_caught
-    raise UpstreamTimeout(f"{x.name} did not answer within {svc.settings.upstream_timeout_s:g}s.")
+    raise UpstreamTimeout(f"{x.name} did not answer within {x.timeout_s:g}s.")

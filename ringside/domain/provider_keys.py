@@ -4,16 +4,14 @@ locally and announced with ``NOTIFY``, so every process applies it within millis
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import trio
 
 from ringside.errors import NotFound
-from ringside.store.bridge import TRANSIENT_ERRORS, Database, InterfaceError, PostgresError
+from ringside.store.bridge import Database
+from ringside.store.listener import listen_forever
 from ringside.upstream.upstreams import Upstreams
-
-log = logging.getLogger(__name__)
 
 RESET_CHANNEL = "ringside_provider_keys"
 _ALL = "*"
@@ -60,18 +58,8 @@ async def serve_resets(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Apply the resets other processes announce, until cancelled."""
-    started = False
-    while True:
-        try:
-            async with db.listen(RESET_CHANNEL) as notes:
-                if not started:
-                    started = True
-                    task_status.started()
-                async for provider in notes:
-                    upstreams.reset_keys(None if provider == _ALL else provider)
-        except (*TRANSIENT_ERRORS, PostgresError, InterfaceError) as exc:
-            log.warning("provider key reset listener failed, retrying: %s", exc)
-        if not started:
-            started = True
-            task_status.started()
-        await trio.sleep(1.0)
+
+    def apply(provider: str) -> None:
+        upstreams.reset_keys(None if provider == _ALL else provider)
+
+    await listen_forever(db, RESET_CHANNEL, apply, task_status=task_status)

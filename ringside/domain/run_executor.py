@@ -23,7 +23,8 @@ import trio
 
 from ringside.domain.run_events import DONE, frame
 from ringside.domain.unstarted_streams import UnstartedStreams
-from ringside.store.bridge import TRANSIENT_ERRORS, Database, InterfaceError, PostgresError
+from ringside.store.bridge import Database
+from ringside.store.listener import listen_forever
 from ringside.store.runs import CANCEL_CHANNEL
 
 log = logging.getLogger("ringside.runs")
@@ -53,7 +54,7 @@ class RunExecutor:
         """Listen for cancels and host the segments until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self._listen, db)
+            await nursery.start(listen_forever, db, CANCEL_CHANNEL, self.cancel)
             task_status.started()
 
     def start(self, run_id: str, work: Work) -> trio.Event:
@@ -92,25 +93,6 @@ class RunExecutor:
             return False
         scope.cancel()
         return True
-
-    async def _listen(
-        self, db: Database, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        started = False
-        while True:
-            try:
-                async with db.listen(CANCEL_CHANNEL) as notes:
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for run_id in notes:
-                        self.cancel(run_id)
-            except (*TRANSIENT_ERRORS, PostgresError, InterfaceError) as exc:
-                log.warning("run cancel listener failed, retrying: %s", exc)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(1.0)
 
 
 class EventStream:

@@ -46,7 +46,7 @@ from ringside.errors import (
 )
 from ringside.tokens import TokenUsage
 from ringside.upstream import shapes
-from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, read_json
+from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, parsed_url, read_json
 from ringside.upstream.providers import PROVIDERS, ProviderConfig
 from ringside.upstream.sending import upstream_error
 
@@ -148,7 +148,9 @@ async def _post(
             headers = signed_headers(creds, where, url, content, headers)  # fresh each attempt
         elif key is not None:
             headers["authorization"] = f"Bearer {key}"
-        return x.http.build_request("POST", url, content=content, headers=headers, timeout=timeout)
+        return x.http.build_request(
+            "POST", parsed_url(url), content=content, headers=headers, timeout=timeout
+        )
 
     return await x.send(build, stream=stream)
 

@@ -37,7 +37,7 @@ import orjson
 from ringside.errors import InvalidRequest, RingsideError, UpstreamTimeout, UpstreamUnavailable
 from ringside.tokens import TokenUsage
 from ringside.upstream import shapes
-from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, read_json
+from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, parsed_url, read_json
 from ringside.upstream.sending import upstream_error
 from ringside.upstream.sse import SSEDecoder
 
@@ -434,7 +434,7 @@ class CohereAdapter:
 
 
 async def _post(x: Exchange, path: str, native: dict[str, Any], stream: bool) -> httpx.Response:
-    url = httpx.URL(f"{x.provider.base_url}/{path}")
+    url = parsed_url(f"{x.provider.base_url}/{path}")
     content = orjson.dumps(native)
     timeout = x.timeout(stream)
 

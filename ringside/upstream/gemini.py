@@ -56,7 +56,7 @@ import orjson
 
 from ringside.errors import InvalidRequest, NoActiveProviderKeys, RingsideError, UpstreamError
 from ringside.tokens import TokenUsage, estimate_tokens
-from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, read_json
+from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, parsed_url, read_json
 from ringside.upstream.sending import upstream_error
 from ringside.upstream.shapes import (
     DONE,
@@ -96,7 +96,9 @@ def _url(x: Exchange, method: str) -> httpx.URL:
     if not x.provider.base_url:
         raise NoActiveProviderKeys("Provider 'gemini' has no base URL (set GEMINI_BASE_URL).")
     query = "?alt=sse" if method == "streamGenerateContent" else ""
-    return httpx.URL(f"{x.provider.base_url}/{_API_VERSION}/{_model_path(x.model)}:{method}{query}")
+    return parsed_url(
+        f"{x.provider.base_url}/{_API_VERSION}/{_model_path(x.model)}:{method}{query}"
+    )
 
 
 async def _post(x: Exchange, method: str, body: dict[str, Any], stream: bool) -> httpx.Response:

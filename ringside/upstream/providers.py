@@ -92,6 +92,7 @@ class ProviderConfig:
     keys: tuple[str, ...] = ()
     api_version: str | None = None  # Azure only
     options: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None  # <NAME>_TIMEOUT_SECONDS: this provider's call deadline
 
     @property
     def configured(self) -> bool:
@@ -111,5 +112,7 @@ def provider_configs(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
             else None
         )
         options = {k: env[k] for k in _OPTIONS.get(name, ()) if env.get(k)}
-        configs[name] = ProviderConfig(spec, base, keys, api_version, options)
+        raw_timeout = env.get(f"{prefix}_TIMEOUT_SECONDS")
+        timeout = float(raw_timeout) if raw_timeout else None
+        configs[name] = ProviderConfig(spec, base, keys, api_version, options, timeout)
     return configs

@@ -47,7 +47,7 @@ from ringside.errors import (
 )
 from ringside.tokens import TokenUsage
 from ringside.upstream import shapes
-from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, read_json
+from ringside.upstream.adapter import Exchange, JsonReply, UpstreamStream, parsed_url, read_json
 from ringside.upstream.sending import upstream_error
 from ringside.upstream.sse import SSEDecoder
 
@@ -243,7 +243,7 @@ async def _create(x: Exchange, body: dict[str, Any], stream: bool) -> _Predictio
         raise _invalid(
             f"Replicate models are named 'owner/name', not {x.model!r}.", "model", "invalid_model"
         )
-    url = httpx.URL(f"{x.provider.base_url}/models/{owner}/{name}/predictions")
+    url = parsed_url(f"{x.provider.base_url}/models/{owner}/{name}/predictions")
     native: dict[str, Any] = {"input": input_of(body)}
     if stream:
         native["stream"] = True

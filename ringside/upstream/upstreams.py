@@ -60,9 +60,12 @@ class Upstreams:
         idle_timeout_s: float | None = None,
         retries: int = 2,
     ) -> Exchange:
-        """An exchange for one call; ``timeout_s`` is the call's whole budget (retries never
-        wait past it; the domain's own scope enforces it)."""
+        """An exchange for one call; ``timeout_s`` is the call's whole budget (the provider's
+        own ``<NAME>_TIMEOUT_SECONDS`` wins; retries never wait past it; the domain's own
+        scope, ``move_on_at(x.deadline)``, enforces it)."""
         cfg = self.providers[provider]
+        if cfg.timeout_s is not None:
+            timeout_s = cfg.timeout_s
         deadline = trio.current_time() + timeout_s if timeout_s is not None else float("inf")
         return Exchange(
             self.http,
@@ -73,6 +76,7 @@ class Upstreams:
             request_id=request_id,
             idle_timeout_s=idle_timeout_s,
             deadline=deadline,
+            timeout_s=timeout_s,
             max_retries=retries,
         )
 

@@ -172,3 +172,26 @@ async def test_a_reset_reaches_every_process(pooled: RunningGateway) -> None:
     with trio.fail_after(5):
         while svc.upstreams.rings["groq"].usable() != 3:  # noqa: ASYNC110
             await trio.sleep(0.01)
+
+
+async def test_a_provider_can_have_its_own_deadline(
+    database_url: str, redis_url: str, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    env = {"GROQ_TIMEOUT_SECONDS": "0.3"}
+    async with open_gateway(database_url, redis_url, simulator, tmp_path, env) as gw:
+        client = gw.openai(await gw.new_key())
+        slow = 'x #sim{"delay": 1}'
+        started = trio.current_time()
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": slow}]
+            )
+        assert info.value.status_code == 504
+        assert info.value.code == "upstream_timeout"
+        assert "0.3s" in info.value.message
+        assert trio.current_time() - started < 0.9
+        # Other providers keep the gateway-wide deadline (600 s): a 1 s answer is fine.
+        reply = await client.chat.completions.create(
+            model="fc:openai/gpt-4o-mini", messages=[{"role": "user", "content": slow}]
+        )
+        assert reply.choices[0].message.content == "Echo: x"
