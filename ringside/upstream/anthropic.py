@@ -25,8 +25,10 @@ Request (OpenAI chat body → Messages body):
 * ``reasoning_effort`` → ``thinking: {type: enabled, budget_tokens}`` with ``THINKING_BUDGETS``
   (minimal 1024, low 2048, medium 8192, high 16384, xhigh 32768; ``none`` → no thinking). A
   ``thinking`` object in the client body (a Ringside extension) passes through verbatim and wins.
-  Anthropic's ``max_tokens`` covers thinking and must exceed the budget: when it does not, it
-  is raised to budget + the requested output allowance.
+  Anthropic's ``max_tokens`` covers thinking and must exceed the budget. The client's own limit
+  stays the cap (as OpenAI's ``max_completion_tokens`` includes reasoning, and the call's hold
+  was reserved for it): the budget shrinks to fit under it, and below Anthropic's minimum (1024)
+  there is no thinking. Without a client limit, ``max_tokens`` is the budget + 4096.
 * ``response_format`` json_schema → ``output_config.format = {type: json_schema, schema}``
   (Anthropic's GA structured outputs, no beta header); json_object and text are dropped (no
   native JSON mode: the domain instructs and validates).
@@ -65,6 +67,7 @@ from ringside.upstream.sse import SSEDecoder
 
 API_VERSION: Final = "2023-06-01"
 DEFAULT_MAX_TOKENS: Final = 4096
+_MIN_THINKING: Final = 1024  # Anthropic's smallest thinking budget
 THINKING_BUDGETS: Final = {
     "minimal": 1024,
     "low": 2048,
@@ -311,10 +314,17 @@ def messages_body(x: Exchange, body: dict[str, Any], stream: bool) -> dict[str, 
         out["tools"] = tools
         out["tool_choice"] = _tool_choice(body)
     if (thinking := _thinking(body)) is not None:
-        out["thinking"] = thinking
         budget = thinking.get("budget_tokens")
-        if isinstance(budget, int) and max_tokens <= budget:
-            out["max_tokens"] = budget + max_tokens  # the output allowance on top of thinking
+        if "thinking" in body or not isinstance(budget, int) or max_tokens > budget:
+            out["thinking"] = thinking
+        elif shapes.max_output(body) is None:
+            out["thinking"] = thinking  # no client limit: the default allowance on top
+            out["max_tokens"] = budget + max_tokens
+        elif max_tokens - 1 >= _MIN_THINKING:
+            # The client's limit covers thinking too (OpenAI's max_completion_tokens includes
+            # reasoning, and the call was reserved for it): the budget shrinks to fit under it.
+            out["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
+        # else: a limit too small for Anthropic's minimum budget: no thinking
     if (fmt := _response_format(body)) is not None:
         out["output_config"] = {"format": fmt}
     if stream:

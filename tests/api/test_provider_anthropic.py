@@ -394,11 +394,11 @@ async def test_reasoning_effort_becomes_thinking(gateway: RunningGateway) -> Non
         model=MODEL,
         messages=user(directive("think", reasoning_tokens=7)),
         reasoning_effort="low",
-        max_completion_tokens=100,
+        max_completion_tokens=3000,
     )
     body = sent(gateway).json
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
-    assert body["max_tokens"] == 2048 + 100  # the budget on top of the output allowance
+    assert body["max_tokens"] == 3000  # the client's limit covers thinking too, as at OpenAI
     assert "reasoning_effort" not in body
     data = orjson.loads(raw.http_response.content)
     validate(data, "CreateChatCompletionResponse")
@@ -684,3 +684,31 @@ def test_decoder_stops_at_an_error_event() -> None:
     )
     chunks = [orjson.loads(p) for p in StreamDecoder("m").feed(raw)]
     assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "Hi"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "effort", "budget", "max_tokens"),
+    [
+        (1500, "medium", 1499, 1500),  # the budget shrinks under the client's limit
+        (500, "low", None, 500),  # too small for Anthropic's minimum budget: no thinking
+        (None, "medium", 8192, 8192 + 4096),  # no limit: the default allowance on top
+    ],
+)
+async def test_the_clients_limit_caps_thinking(
+    gateway: RunningGateway, limit: int | None, effort: str, budget: int | None, max_tokens: int
+) -> None:
+    """The call was reserved for the client's limit: thinking never takes Anthropic past it."""
+    client = gateway.openai(await gateway.new_key())
+    extra = {} if limit is None else {"max_completion_tokens": limit}
+    await client.chat.completions.create(
+        model=MODEL,
+        messages=user("think"),
+        reasoning_effort=effort,  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
+    body = sent(gateway).json
+    assert body["max_tokens"] == max_tokens
+    if budget is None:
+        assert "thinking" not in body
+    else:
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
