@@ -4,6 +4,7 @@ recorded for settlement. Shared by chat and embeddings."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
@@ -62,12 +63,15 @@ class Spent:
     the cascade moved on from after a schema failure): all of it is billed, however the call
     ends, each model's tokens at that model's prices."""
 
-    usage: TokenUsage = field(default_factory=TokenUsage)  # every model's, summed
     source: str = "none"  # upstream | counted (if any attempt was counted) | none
     by_model: dict[str, tuple[ResolvedModel, TokenUsage]] = field(default_factory=dict)
 
+    @property
+    def usage(self) -> TokenUsage:
+        """Every model's, summed."""
+        return functools.reduce(add_usage, (u for _, u in self.by_model.values()), TokenUsage())
+
     def add(self, target: ResolvedModel, usage: TokenUsage, source: str) -> None:
-        self.usage = usage if self.source == "none" else add_usage(self.usage, usage)
         self.source = "counted" if "counted" in (source, self.source) else source
         known = self.by_model.get(target.ref)
         self.by_model[target.ref] = (target, usage if known is None else add_usage(known[1], usage))

@@ -164,16 +164,9 @@ def _tool_uses(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(call.get("id"), str):
             raise _invalid("A tool call needs an id and a function.", f"{param}.tool_calls[{j}]")
-        raw = function.get("arguments") or "{}"
-        try:
-            arguments = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise _invalid(
-                "Tool call arguments must be a JSON object for Anthropic.",
-                f"{param}.tool_calls[{j}].function.arguments",
-            )
+        arguments = shapes.tool_arguments(
+            function.get("arguments"), f"{param}.tool_calls[{j}].function.arguments"
+        )
         uses.append(
             {"type": "tool_use", "id": call["id"], "name": function.get("name"), "input": arguments}
         )

@@ -204,15 +204,7 @@ def _tool_use(call: Any) -> dict[str, Any]:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict):
         raise InvalidRequest("A tool call has no function.", param="messages")
-    raw = function.get("arguments") or "{}"
-    try:
-        arguments = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise InvalidRequest(
-            "Bedrock needs a tool call's arguments to be a JSON object.", param="messages"
-        )
+    arguments = shapes.tool_arguments(function.get("arguments"), "messages")
     return {
         "toolUse": {
             "toolUseId": str(call.get("id") or shapes.tool_call_id()),

@@ -67,6 +67,7 @@ from ringside.upstream.shapes import (
     max_output,
     message,
     stop_sequences,
+    tool_arguments,
     tool_call_id,
     tool_choice,
 )
@@ -165,20 +166,6 @@ def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _arguments(raw: Any, param: str) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    if raw is None or raw == "":
-        return {}
-    try:
-        args = orjson.loads(raw) if isinstance(raw, str) else None
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):
-        raise _bad("Tool call arguments must be a JSON object.", param)
-    return args
-
-
 def _signature(call: dict[str, Any]) -> str | None:
     extra = call.get("extra_content")
     google = extra.get("google") if isinstance(extra, dict) else None
@@ -205,7 +192,10 @@ def _model_parts(
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad("A tool call needs a function name.", f"{param}.tool_calls[{i}]")
-        fc: dict[str, Any] = {"name": fn["name"], "args": _arguments(fn.get("arguments"), param)}
+        fc: dict[str, Any] = {
+            "name": fn["name"],
+            "args": tool_arguments(fn.get("arguments"), param),
+        }
         call_id = call.get("id")
         if isinstance(call_id, str) and call_id:
             calls_by_id[call_id] = (fn["name"], i)

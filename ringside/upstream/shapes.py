@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ringside.errors import InvalidRequest
 from ringside.tokens import TokenUsage
 
 DONE = b"[DONE]"
@@ -223,6 +224,22 @@ def tool_choice(body: dict[str, Any]) -> tuple[str, str | None]:
     function = choice.get("function") if isinstance(choice, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
     return "function", name if isinstance(name, str) else None
+
+
+def tool_arguments(raw: Any, param: str) -> dict[str, Any]:
+    """An assistant tool call's ``function.arguments`` (a JSON text, as OpenAI sends it) as the
+    object native APIs take; absent or empty is ``{}``, anything else a 400 at ``param``."""
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or raw == "":
+        return {}
+    try:
+        args = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object.", param=param)
+    return args
 
 
 def max_output(body: dict[str, Any]) -> int | None:
