@@ -79,7 +79,7 @@ async def _open_services(
             slots=settings.slots,
             pricing=settings.pricing,
             process_id=new_id("proc"),
-            runs=RunExecutor(),
+            runs=RunExecutor(settings.run_starts),
             unstarted_streams=UnstartedStreams(settings.stream_start_grace_s),
         )
         if not calls_providers:

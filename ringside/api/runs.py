@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -135,7 +136,21 @@ async def _start_and_launch(
     raise ServiceUnavailable("The run could not be started in time; retry.")
 
 
+def _admitted(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """A handler that starts a run segment, admitted at most ``RINGSIDE_RUN_STARTS`` at a time
+    in this process (``RunExecutor.starts``, first come first served): a burst of new runs
+    waits before its runs exist instead of slowing down the runs already executing."""
+
+    @functools.wraps(handler)
+    async def admitted(**route: str) -> Response:
+        async with services().runs.starts:
+            return await handler(**route)
+
+    return admitted
+
+
 @runs_bp.post(_RUNS)
+@_admitted
 async def create_run(thread_id: str) -> Response:
     svc = services()
     caller = await inference_caller()
@@ -152,6 +167,7 @@ async def create_run(thread_id: str) -> Response:
 
 
 @runs_bp.post("/v1/threads/runs")
+@_admitted
 async def create_thread_and_run() -> Response:
     svc = services()
     caller = await inference_caller()
@@ -207,6 +223,7 @@ async def cancel_run(thread_id: str, run_id: str) -> Response:
 
 
 @runs_bp.post(f"{_RUN}/submit_tool_outputs")
+@_admitted
 async def submit_tool_outputs(thread_id: str, run_id: str) -> Response:
     svc = services()
     caller = await inference_caller()

@@ -38,11 +38,14 @@ _CLOSE_WAIT_S = 5.0
 
 
 class RunExecutor:
-    def __init__(self) -> None:
+    def __init__(self, starts: int = 2) -> None:
         self._nursery: trio.Nursery | None = None
         self._scopes: dict[str, trio.CancelScope] = {}
         self._pending: set[str] = set()  # started, scope not registered yet
         self._cancelled: set[str] = set()  # of those, cancelled already
+        # Segment starts admitted at once (the API's run creations and tool outputs): under a
+        # burst, the runs waiting to start wait for a slot, not the ones executing for CPU.
+        self.starts = trio.CapacityLimiter(starts)
 
     @property
     def in_flight(self) -> int:

@@ -12,7 +12,6 @@ usage seen so far when it was cut short.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +32,7 @@ from ringside.domain.run_events import (
     text_delta,
     tool_call_delta,
 )
-from ringside.domain.threads import MessageRow, NewMessage
+from ringside.domain.threads import MessageRow
 from ringside.errors import (
     RateLimited,
     RingsideError,
@@ -43,12 +42,12 @@ from ringside.errors import (
 )
 from ringside.ids import new_id
 from ringside.services import Services
+from ringside.store import run_segments as segment_store
 from ringside.store import run_steps as step_store
 from ringside.store import runs as store
-from ringside.store.bridge import TRANSIENT_ERRORS, Conn, InterfaceError, PostgresError
+from ringside.store.bridge import TRANSIENT_ERRORS, InterfaceError, PostgresError
 from ringside.store.run_steps import StepRow
 from ringside.store.runs import Ending, RunRow
-from ringside.timestamps import unix
 from ringside.tokens import TokenUsage
 
 log = logging.getLogger("ringside.runs")
@@ -56,41 +55,6 @@ log = logging.getLogger("ringside.runs")
 # Bounded shield for a segment's last writes (settle, rows, webhook): a cancelled or stopping
 # segment still ends its run; a run not ended in time is ended by the sweeper at expiry.
 _FINISH_DEADLINE_S = 10.0
-
-
-# --- the webhook (outbox) ------------------------------------------------------------------
-
-_REASONS = {"failed": "error", "cancelled": "cancelled", "expired": "expired"}
-
-
-async def insert_webhook(conn: Conn, run: RunRow, thread_id: str) -> None:
-    """``run.completed`` (completed, incomplete) or ``run.failed`` (with its reason), in the
-    transaction of the run's last transition."""
-    ended = run.completed_at or run.failed_at or run.cancelled_at
-    data: dict[str, Any] = {
-        "run_id": run.id,
-        "thread_id": thread_id,
-        "assistant_id": run.assistant_id,
-        "customer_id": run.customer_id,
-        "status": run.status,
-        "model": run.model,
-        "last_error": run.last_error,
-        "incomplete_details": run.incomplete_details,
-        "usage": {
-            "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens,
-            "total_tokens": run.prompt_tokens + run.completion_tokens,
-        },
-        "created_at": unix(run.created_at),
-        "ended_at": unix(ended) if ended else int(time.time()),
-    }
-    kind = "run.completed"
-    if run.status in _REASONS:
-        kind = "run.failed"
-        data["reason"] = _REASONS[run.status]
-    await store.insert_event(
-        conn, id=new_id("evt"), developer_id=run.developer_id, type=kind, data=data
-    )
 
 
 # --- executing -----------------------------------------------------------------------------
@@ -202,21 +166,18 @@ class _Run:
     async def on_text(self, text: str) -> None:
         if self.message is None:
             with trio.CancelScope(shield=True):  # never a row we do not know of
-                self.message = await threads.add_message(
+                message, step = await threads.open_run_message(
                     self.svc.db,
                     self.seg.thread,
-                    NewMessage("assistant", [], None, {}),
                     assistant_id=self.run.assistant_id,
                     run_id=self.run.id,
-                    status="in_progress",
+                    step_id=new_id("step"),
+                    request_id=self.seg.call.ctx.request_id,
                 )
-                details = {
-                    "type": "message_creation",
-                    "message_creation": {"message_id": self.message.id},
-                }
-                self.message_step = await self._new_step("message_creation", details)
-            assert self.message is not None
-            shown = threads.message_json(self.message)
+            self.message, self.message_step = message, step
+            self.emit_step("thread.run.step.created", step)
+            self.emit_step("thread.run.step.in_progress", step)
+            shown = threads.message_json(message)
             self.sink("thread.message.created", shown)
             self.sink("thread.message.in_progress", shown)
         self.sink("thread.message.delta", text_delta(self.message.id, text))
@@ -376,22 +337,18 @@ def _outcome(work: _Run, ending: Ending, error: RingsideError | None) -> billing
 
 
 async def _finish(work: _Run, ending: Ending, error: RingsideError | None) -> RunRow:
+    """Settle the call, then end the segment: one statement, unless its run ended meanwhile."""
     svc, call = work.svc, work.seg.call
     outcome = _outcome(work, ending, error)
     if call.hold is not None and outcome is not None:
         await billing.settle(svc.db, svc.pricing, call.hold, outcome)
     usage = outcome.usage if outcome is not None else TokenUsage()
     svc.limits.settle_soon(call.admission, usage.total)
-    async with svc.db.transaction() as conn:
-        final = await store.finish_segment(conn, work.run.id, ending, usage.input, usage.output)
-        if final is None:  # ended meanwhile (expired by the sweeper): left as it is
-            final = await store.select_run(conn, work.run.id, work.run.conversation_id)
-            assert final is not None
-            if final.status == "expired":
-                ending = Ending("expired")
-        elif final.status in TERMINAL:
-            await insert_webhook(conn, final, work.thread_id)
-        message, steps = await _close_rows(conn, work, ending, usage)
+    ended = await segment_store.end(svc.db, _end_of(work, ending, usage))
+    if ended is not None:
+        final, message, steps = ended.run, ended.message, ended.steps
+    else:
+        final, message, steps = await _finish_late(work, ending, usage)
     work.run = final
     if message is not None:
         kind = "completed" if message.status == "completed" else "incomplete"
@@ -403,47 +360,67 @@ async def _finish(work: _Run, ending: Ending, error: RingsideError | None) -> Ru
     return final
 
 
-async def _close_rows(
-    conn: Conn, work: _Run, ending: Ending, usage: TokenUsage
-) -> tuple[MessageRow | None, list[StepRow]]:
+async def _finish_late(
+    work: _Run, ending: Ending, usage: TokenUsage
+) -> tuple[RunRow, MessageRow | None, list[StepRow]]:
+    """The run ended without the segment (the sweeper expired it): its usage is added and its
+    message keeps what the model wrote; the run is left as it is."""
+    async with work.svc.db.transaction() as conn:
+        final = await store.finish_segment(conn, work.run.id, ending, usage.input, usage.output)
+        if final is None:
+            final = await store.select_run(conn, work.run.id, work.run.conversation_id)
+            assert final is not None
+            if final.status == "expired":
+                ending = Ending("expired")
+        elif final.status in TERMINAL:  # a race lost twice: ended here after all
+            await store.insert_run_event(conn, final, work.thread_id, new_id("evt"))
+        message, steps = await segment_store.end_late(conn, _end_of(work, ending, usage))
+    return final, message, steps
+
+
+def _end_of(work: _Run, ending: Ending, usage: TokenUsage) -> segment_store.SegmentEnd:
+    """How the segment leaves its run, message and steps. The call's usage goes to the step
+    that ended it (the tool calls, else the message)."""
     status = ending.status
     message = None
-    steps: list[StepRow] = []
-    # The call's usage goes to the step that ended it (the tool calls, else the message).
+    steps: list[segment_store.StepEnd] = []
     owner = work.tool_step or work.message_step
     if work.message is not None and work.message_step is not None:
         text = "".join(work.out.text)
         content = [{"type": "text", "text": {"value": text, "annotations": []}}] if text else []
         message_status, details = _MESSAGE_ENDS[status]
-        message = await threads.update_message(
-            conn,
-            work.message.id,
-            content=content,
-            status=message_status,
-            incomplete_details=details,
-        )
+        message = segment_store.MessageEnd(work.message, content, message_status, details)
         mine = owner is work.message_step
-        step = await step_store.finish_step(
-            conn,
-            work.message_step.id,
-            status=_STEP_ENDS.get(status, status),
-            details=work.message_step.step_details,
-            prompt_tokens=usage.input if mine else 0,
-            completion_tokens=usage.output if mine else 0,
+        steps.append(
+            segment_store.StepEnd(
+                work.message_step,
+                status=_STEP_ENDS.get(status, status),
+                details=work.message_step.step_details,
+                last_error=None,
+                prompt_tokens=usage.input if mine else 0,
+                completion_tokens=usage.output if mine else 0,
+            )
         )
-        steps += [step] if step else []
     if work.tool_step is not None:
         waiting = status == "requires_action"
-        step = await step_store.finish_step(
-            conn,
-            work.tool_step.id,
-            status="in_progress" if waiting else _TOOL_STEP_ENDS.get(status, "cancelled"),
-            details={"type": "tool_calls", "tool_calls": work.out.tool_calls(True)},
-            last_error=ending.last_error if status == "failed" else None,
-            prompt_tokens=usage.input,
-            completion_tokens=usage.output,
+        steps.append(
+            segment_store.StepEnd(
+                work.tool_step,
+                status="in_progress" if waiting else _TOOL_STEP_ENDS.get(status, "cancelled"),
+                details={"type": "tool_calls", "tool_calls": work.out.tool_calls(True)},
+                last_error=ending.last_error if status == "failed" else None,
+                prompt_tokens=usage.input,
+                completion_tokens=usage.output,
+            )
         )
-        steps += [step] if step else []
-    if status in ("cancelled", "failed"):
-        steps += await step_store.close_open_steps(conn, work.run.id, status)
-    return message, steps
+    return segment_store.SegmentEnd(
+        run_id=work.run.id,
+        thread_id=work.thread_id,
+        ending=ending,
+        prompt_tokens=usage.input,
+        completion_tokens=usage.output,
+        message=message,
+        steps=steps,
+        close_others=status if status in ("cancelled", "failed") else None,
+        event_id=new_id("evt"),
+    )

@@ -15,12 +15,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ringside.domain import assistants, run_calls, run_events, run_segment, threads
+from ringside.domain import assistants, run_calls, run_events, threads
 from ringside.domain.auth import Caller
 from ringside.domain.run_params import RunSpec, new_run
 from ringside.domain.run_prompt import PromptMessage
 from ringside.domain.threads import ThreadRow, ThreadSpec
 from ringside.errors import Conflict, InvalidRequest, NotFound
+from ringside.ids import new_id
 from ringside.pagination import PageRequest, page_of, resolve_window
 from ringside.services import Services
 from ringside.store import run_steps as step_store
@@ -231,7 +232,7 @@ async def cancel_run(svc: Services, thread: ThreadRow, run_id: str) -> RunRow:
             raise InvalidRequest(f"Cannot cancel run with status '{run.status}'.", param="run_id")
         if row.status == "cancelled":
             await step_store.close_open_steps(conn, row.id, "cancelled")
-            await run_segment.insert_webhook(conn, row, thread.thread_id)
+            await store.insert_run_event(conn, row, thread.thread_id, new_id("evt"))
         else:
             await store.notify_cancel(conn, row.id)
     return row

@@ -32,9 +32,11 @@ from ringside.errors import Conflict, NotFound, RingsideError
 from ringside.ids import new_id
 from ringside.pagination import PageRequest, page_of, resolve_window
 from ringside.store import messages as message_store
+from ringside.store import run_segments
 from ringside.store import threads as store
 from ringside.store.bridge import Conn, Database
 from ringside.store.messages import MessageRow, MessageValues
+from ringside.store.run_steps import StepRow
 from ringside.store.threads import MAX_MESSAGES, ThreadRow
 from ringside.timestamps import unix
 
@@ -254,6 +256,36 @@ async def add_message(
     if row is None:
         raise await _why_not_appended(conn, thread)
     return row
+
+
+async def open_run_message(
+    db: Database,
+    thread: ThreadRow,
+    *,
+    assistant_id: str,
+    run_id: str,
+    step_id: str,
+    request_id: str,
+) -> tuple[MessageRow, StepRow]:
+    """A run's message, empty and ``in_progress``, with its message_creation step (one
+    statement), when the model starts writing. A full thread is 409 conversation_full."""
+    values = _values(
+        NewMessage("assistant", [], None, {}),
+        assistant_id=assistant_id,
+        run_id=run_id,
+        status="in_progress",
+    )
+    opened = await run_segments.open_message(
+        db,
+        thread.thread_id,
+        thread.conversation_id,
+        values,
+        step_id=step_id,
+        request_id=request_id,
+    )
+    if opened is None:
+        raise await _why_not_appended(db, thread)
+    return opened
 
 
 async def post_message(db: Database, thread: ThreadRow, msg: NewMessage) -> MessageRow:

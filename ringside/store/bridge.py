@@ -160,12 +160,39 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     (no SET, no cursors; the migration lock and LISTEN are undone where they are taken)."""
 
 
+# trio-asyncio's main loop takes one asyncio callback from its queue per pass of the Trio
+# scheduler (0.16's ``_main_loop_one`` receives one handle, runs it, and yields). Under load
+# every ready Trio task runs between two callbacks, and a query, a handful of callbacks (the
+# task step, the socket read, the future), waits that many full passes: 200 requests arriving
+# at once made each query of the runs already executing take tens of milliseconds. The bridge's
+# loop runs what is already queued, up to ``_BATCH`` callbacks, before it yields (callbacks are
+# short by asyncio's own contract). trio-asyncio is pinned in pyproject.toml;
+# tests/store/test_bridge.py checks that the loop still drains.
+_BATCH = 64
+
+
+def _drain_per_pass(loop: trio_asyncio.TrioEventLoop) -> None:
+    one = loop._main_loop_one
+
+    async def batched(no_wait: bool = False) -> None:
+        await one(no_wait)
+        for _ in range(_BATCH):
+            try:
+                await one(True)  # the queue's next handle (or a due timer), never blocking
+            except trio.WouldBlock:
+                return
+
+    # Looked up on the loop at each turn of its main loop, so this takes effect at once.
+    loop._main_loop_one = batched
+
+
 @asynccontextmanager
 async def open_storage(
     database_url: str, redis_url: str, *, pool_min: int = 1, pool_max: int = 10
 ) -> AsyncIterator[tuple[Database, Cache]]:
     """Open the asyncio loop, the pool and the Redis client; close all three on exit."""
     async with trio_asyncio.open_loop() as loop:
+        _drain_per_pass(loop)
         pool = await trio_asyncio.aio_as_trio(_connect_pg, loop=loop)(
             database_url, pool_min, pool_max
         )

@@ -7,6 +7,7 @@ concurrent posts, the re-checked WHERE stops them at the cap, and ordinals follo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,33 +73,43 @@ _INSERT_INITIAL = f"""
            AS t (id, ordinal, role, content, attachments, metadata)
  RETURNING {_MESSAGE_COLUMNS}"""
 
-_APPEND = """
-    WITH slot AS (
+# The CTEs that append a message ($1 conversation, $2 id, $3 role, $4 content, $5 attachments,
+# $6 assistant, $7 run, $8 status, $9 metadata): ``appended`` is the new row, none when the
+# thread is full or gone (or, unlocked, holds an active run). ``run_segments`` extends them.
+_APPEND_CTES = """
+    slot AS (
         UPDATE conversation
            SET message_count = message_count + 1, next_ordinal = next_ordinal + 1
          WHERE id = $1 AND deleted_at IS NULL AND message_count < {cap} {unlocked}
      RETURNING next_ordinal - 1 AS ordinal
-    )
-    INSERT INTO thread_message (id, conversation_id, ordinal, role, content, attachments,
-                                assistant_id, run_id, status, metadata, completed_at)
-    SELECT $2, $1, slot.ordinal, $3, $4::jsonb, $5::jsonb, $6, $7, $8::text, $9::jsonb,
-           CASE WHEN $8::text = 'completed' THEN now() END
-      FROM slot
- RETURNING {columns}"""
-_APPEND_ANY = _APPEND.format(cap=MAX_MESSAGES, unlocked="", columns=_MESSAGE_COLUMNS)
+    ), appended AS (
+        INSERT INTO thread_message (id, conversation_id, ordinal, role, content, attachments,
+                                    assistant_id, run_id, status, metadata, completed_at)
+        SELECT $2, $1, slot.ordinal, $3, $4::jsonb, $5::jsonb, $6, $7, $8::text, $9::jsonb,
+               CASE WHEN $8::text = 'completed' THEN now() END
+          FROM slot
+     RETURNING {columns}
+    )"""
+APPEND_ANY_CTES = _APPEND_CTES.format(cap=MAX_MESSAGES, unlocked="", columns=_MESSAGE_COLUMNS)
+_APPEND_ANY = f"WITH {APPEND_ANY_CTES} SELECT * FROM appended"
 # A client's post: refused while a run holds the thread (as OpenAI refuses it).
-_APPEND_UNLOCKED = _APPEND.format(
-    cap=MAX_MESSAGES,
-    unlocked=f"AND NOT {ACTIVE_RUN.format(conv='$1')}",
-    columns=_MESSAGE_COLUMNS,
+_APPEND_UNLOCKED = "WITH {ctes} SELECT * FROM appended".format(
+    ctes=_APPEND_CTES.format(
+        cap=MAX_MESSAGES,
+        unlocked=f"AND NOT {ACTIVE_RUN.format(conv='$1')}",
+        columns=_MESSAGE_COLUMNS,
+    )
 )
 
+# A run's message as it ends (``finished`` is the row it leaves); also in ``run_segments``.
+FINISH_SET = """content = {content}::jsonb, status = {status}::text,
+               incomplete_details = {details}::jsonb,
+               completed_at = CASE WHEN {status}::text = 'completed' THEN now() END,
+               incomplete_at = CASE WHEN {status}::text = 'incomplete' THEN now() END"""
 _FINISH_MESSAGE = f"""
     WITH m AS (
         UPDATE thread_message
-           SET content = $2::jsonb, status = $3::text, incomplete_details = $4::jsonb,
-               completed_at = CASE WHEN $3::text = 'completed' THEN now() END,
-               incomplete_at = CASE WHEN $3::text = 'incomplete' THEN now() END
+           SET {FINISH_SET.format(content="$2", status="$3", details="$4")}
          WHERE id = $1
      RETURNING {_MESSAGE_COLUMNS}
     )
@@ -147,7 +158,41 @@ _PROMPT = f"""
      ORDER BY m.ordinal ASC"""
 
 
-def _message(record: Record, thread_id: str | None = None) -> MessageRow:
+def append_args(conversation_id: str, values: MessageValues) -> tuple[Any, ...]:
+    """The parameters $1 to $9 of the append CTEs."""
+    return (
+        conversation_id,
+        values.id,
+        values.role,
+        json_or_none(values.content),
+        json_or_none(values.attachments),
+        values.assistant_id,
+        values.run_id,
+        values.status,
+        json_or_none(values.metadata),
+    )
+
+
+def finished(
+    row: MessageRow,
+    *,
+    content: list[dict[str, Any]],
+    status: str,
+    incomplete_details: dict[str, Any] | None,
+    at: datetime,
+) -> MessageRow:
+    """The row as ``FINISH_SET`` leaves it, in a statement whose now() is ``at``."""
+    return dataclasses.replace(
+        row,
+        content=content,
+        status=status,
+        incomplete_details=incomplete_details,
+        completed_at=at if status == "completed" else None,
+        incomplete_at=at if status == "incomplete" else None,
+    )
+
+
+def message_of(record: Record, thread_id: str | None = None) -> MessageRow:
     values = dict(record)
     if thread_id is not None:
         values["thread_id"] = thread_id
@@ -173,7 +218,7 @@ async def insert_initial_messages(
         [json_or_none(m.attachments) for m in messages],
         [json_or_none(m.metadata) for m in messages],
     )
-    rows = [_message(r, thread.thread_id) for r in records]
+    rows = [message_of(r, thread.thread_id) for r in records]
     return sorted(rows, key=lambda m: m.ordinal)
 
 
@@ -184,17 +229,9 @@ async def append_message(
     (or, ``unless_locked``, holds an active run): see select_thread_state."""
     record = await conn.fetchrow(
         _APPEND_UNLOCKED if unless_locked else _APPEND_ANY,
-        thread.conversation_id,
-        values.id,
-        values.role,
-        json_or_none(values.content),
-        json_or_none(values.attachments),
-        values.assistant_id,
-        values.run_id,
-        values.status,
-        json_or_none(values.metadata),
+        *append_args(thread.conversation_id, values),
     )
-    return _message(record, thread.thread_id) if record else None
+    return message_of(record, thread.thread_id) if record else None
 
 
 async def finish_message(
@@ -208,7 +245,7 @@ async def finish_message(
     record = await conn.fetchrow(
         _FINISH_MESSAGE, message_id, json_or_none(content), status, json_or_none(incomplete_details)
     )
-    return _message(record) if record else None
+    return message_of(record) if record else None
 
 
 async def set_message_metadata(
@@ -217,14 +254,14 @@ async def set_message_metadata(
     record = await conn.fetchrow(
         _SET_MESSAGE_METADATA, thread.conversation_id, message_id, json_or_none(metadata)
     )
-    return _message(record, thread.thread_id) if record else None
+    return message_of(record, thread.thread_id) if record else None
 
 
 async def select_message(
     conn: Conn | Database, thread: ThreadRow, message_id: str
 ) -> MessageRow | None:
     record = await conn.fetchrow(_SELECT_MESSAGE, thread.conversation_id, message_id)
-    return _message(record, thread.thread_id) if record else None
+    return message_of(record, thread.thread_id) if record else None
 
 
 async def delete_message(conn: Conn | Database, thread: ThreadRow, message_id: str) -> bool:
@@ -237,7 +274,7 @@ async def select_messages(
 ) -> list[MessageRow]:
     query = _LIST_MESSAGES_ASC if win.ascending else _LIST_MESSAGES_DESC
     records = await conn.fetch(query, thread.conversation_id, run_id, *win.bounds)
-    return [_message(r, thread.thread_id) for r in records]
+    return [message_of(r, thread.thread_id) for r in records]
 
 
 async def select_message_ordinal(
@@ -250,4 +287,4 @@ async def select_message_ordinal(
 async def select_prompt_messages(
     conn: Conn | Database, conversation_id: str, last: int | None
 ) -> list[MessageRow]:
-    return [_message(r) for r in await conn.fetch(_PROMPT, conversation_id, last)]
+    return [message_of(r) for r in await conn.fetch(_PROMPT, conversation_id, last)]

@@ -59,8 +59,8 @@ _FAIL_ORPHANED = _ORPHANED.format(
 )
 
 # What a run ended by the sweeper leaves behind, in the sweep's transaction: its open step and
-# its message closed, the run.failed event in the outbox (the data contract shared with the
-# gateway's own run.failed/run.completed events), and a NOTIFY for a process that may still be
+# its message closed, the run.failed event in the outbox (its data ringside_run_event_data's, as
+# for the gateway's own run events), and a NOTIFY for a process that may still be
 # executing it (delivered at commit). $1 run ids, $2 the runs' (and steps') new status, $3 the
 # event's reason, $4 the message's incomplete reason. Messages are found through their
 # conversations (indexed), not by run_id (which is not).
@@ -88,22 +88,10 @@ _CLOSE_OUT = f"""
     ), events AS (
         INSERT INTO webhook_event (id, developer_id, type, data)
         SELECT ringside_new_id('evt'), e.developer_id, 'run.failed',
-               jsonb_build_object(
-                   'run_id', e.id,
-                   'thread_id', e.thread_id,
-                   'assistant_id', e.assistant_id,
-                   'customer_id', e.customer_id,
-                   'status', e.status,
-                   'model', e.model,
-                   'reason', $3::text,
-                   'last_error', e.last_error,
-                   'incomplete_details', e.incomplete_details,
-                   'usage', jsonb_build_object(
-                       'prompt_tokens', e.prompt_tokens,
-                       'completion_tokens', e.completion_tokens,
-                       'total_tokens', e.prompt_tokens + e.completion_tokens),
-                   'created_at', floor(extract(epoch FROM e.created_at))::bigint,
-                   'ended_at', floor(extract(epoch FROM now()))::bigint)
+               ringside_run_event_data(e.id, e.thread_id, e.assistant_id, e.customer_id,
+                                       e.status, e.model, $3::text, e.last_error,
+                                       e.incomplete_details, e.prompt_tokens,
+                                       e.completion_tokens, e.created_at)
           FROM ended AS e
          ORDER BY e.id
     )

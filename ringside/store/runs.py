@@ -102,7 +102,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _run(record: Record) -> RunRow:
+def run_of(record: Record) -> RunRow:
     values = dict(record)
     for name in _RUN_JSON:
         if values[name] is not None:
@@ -147,7 +147,7 @@ async def insert_run(conn: Conn, run: NewRun) -> RunRow:
         float(run.expires_in_s),
     )
     assert record is not None
-    return _run(record)
+    return run_of(record)
 
 
 _SELECT_RUN = f"""
@@ -156,7 +156,7 @@ _SELECT_RUN = f"""
 
 async def select_run(conn: Conn | Database, run_id: str, conversation_id: str) -> RunRow | None:
     record = await conn.fetchrow(_SELECT_RUN, run_id, conversation_id)
-    return _run(record) if record else None
+    return run_of(record) if record else None
 
 
 _LIST_RUNS = """
@@ -171,7 +171,7 @@ _LIST_RUNS_DESC = _LIST_RUNS.format(columns=_RUN_COLUMNS, direction="DESC")
 
 async def select_runs(conn: Conn | Database, conversation_id: str, win: Window) -> list[RunRow]:
     query = _LIST_RUNS_ASC if win.ascending else _LIST_RUNS_DESC
-    return [_run(r) for r in await conn.fetch(query, conversation_id, *win.bounds)]
+    return [run_of(r) for r in await conn.fetch(query, conversation_id, *win.bounds)]
 
 
 async def select_run_seq(conn: Conn | Database, conversation_id: str, run_id: str) -> int | None:
@@ -191,7 +191,7 @@ async def update_metadata(
     conn: Conn | Database, run_id: str, conversation_id: str, metadata: dict[str, str]
 ) -> RunRow | None:
     record = await conn.fetchrow(_UPDATE_METADATA, run_id, conversation_id, _json(metadata))
-    return _run(record) if record else None
+    return run_of(record) if record else None
 
 
 _SET_CUSTOMER = "UPDATE run SET customer_id = $2 WHERE id = $1"
@@ -211,7 +211,7 @@ _BEGIN_SEGMENT = f"""
 async def begin_segment(conn: Conn | Database, run_id: str, process_id: str) -> RunRow | None:
     """queued -> in_progress; None if the run left ``queued`` (cancelled, expired) meanwhile."""
     record = await conn.fetchrow(_BEGIN_SEGMENT, run_id, process_id)
-    return _run(record) if record else None
+    return run_of(record) if record else None
 
 
 _RESUME = f"""
@@ -223,12 +223,14 @@ _RESUME = f"""
 async def resume(conn: Conn, run_id: str) -> RunRow | None:
     """requires_action -> queued (tool outputs submitted); None if it is no longer waiting."""
     record = await conn.fetchrow(_RESUME, run_id)
-    return _run(record) if record else None
+    return run_of(record) if record else None
 
 
 # The end of a segment. The status moves only from a state the segment may leave; usage is
 # counted even when the run ended meanwhile (the call was billed).
-_FINISH = f"""
+# ($1 run, then ``finish_args``); also in ``run_segments``, which ends a segment in one
+# statement.
+FINISH_RUN = f"""
     UPDATE run
        SET status = $2, required_action = $3::jsonb, last_error = $4::jsonb,
            incomplete_details = $5::jsonb,
@@ -253,12 +255,11 @@ class Ending:
     incomplete_details: dict[str, Any] | None = None
 
 
-async def finish_segment(
-    conn: Conn, run_id: str, ending: Ending, prompt_tokens: int, completion_tokens: int
-) -> RunRow | None:
-    """The run as the segment ended it; None (its usage still added) if it had ended."""
-    record = await conn.fetchrow(
-        _FINISH,
+def finish_args(
+    run_id: str, ending: Ending, prompt_tokens: int, completion_tokens: int
+) -> tuple[Any, ...]:
+    """The parameters $1 to $7 of ``FINISH_RUN``."""
+    return (
         run_id,
         ending.status,
         _json(ending.required_action),
@@ -267,10 +268,19 @@ async def finish_segment(
         prompt_tokens,
         completion_tokens,
     )
+
+
+async def finish_segment(
+    conn: Conn, run_id: str, ending: Ending, prompt_tokens: int, completion_tokens: int
+) -> RunRow | None:
+    """The run as the segment ended it; None (its usage still added) if it had ended."""
+    record = await conn.fetchrow(
+        FINISH_RUN, *finish_args(run_id, ending, prompt_tokens, completion_tokens)
+    )
     if record is None:
         await conn.execute(_ADD_USAGE, run_id, prompt_tokens, completion_tokens)
         return None
-    return _run(record)
+    return run_of(record)
 
 
 # queued / in_progress: cancelling (the executing process finishes it, told by NOTIFY);
@@ -286,7 +296,7 @@ _CANCEL = f"""
 
 async def cancel(conn: Conn, run_id: str) -> RunRow | None:
     record = await conn.fetchrow(_CANCEL, run_id)
-    return _run(record) if record else None
+    return run_of(record) if record else None
 
 
 async def notify_cancel(conn: Conn | Database, run_id: str) -> None:
@@ -296,11 +306,32 @@ async def notify_cancel(conn: Conn | Database, run_id: str) -> None:
 
 # --- webhooks (the outbox) -------------------------------------------------------------------
 
-_INSERT_EVENT = """
-    INSERT INTO webhook_event (id, developer_id, type, data) VALUES ($1, $2, $3, $4::jsonb)"""
+# run.completed (completed, incomplete) or run.failed (with its reason), in the transaction of
+# the run's last transition; the data is ringside_run_event_data's (sql/0008).
+RUN_EVENTS = {
+    "completed": ("run.completed", None),
+    "incomplete": ("run.completed", None),
+    "failed": ("run.failed", "error"),
+    "cancelled": ("run.failed", "cancelled"),
+    "expired": ("run.failed", "expired"),
+}
+# The event of the run in ``{run}`` (a table or CTE with the run's columns), $N parameters:
+# {id} the event id, {type} its type, {reason} its reason, {thread} the public thread id.
+RUN_EVENT_INSERT = """
+    INSERT INTO webhook_event (id, developer_id, type, data)
+    SELECT {id}, r.developer_id, {type}::text,
+           ringside_run_event_data(r.id, {thread}::text, r.assistant_id, r.customer_id,
+                                   r.status, r.model, {reason}::text, r.last_error,
+                                   r.incomplete_details, r.prompt_tokens,
+                                   r.completion_tokens, r.created_at)
+      FROM {run} AS r"""
+_INSERT_RUN_EVENT = (
+    RUN_EVENT_INSERT.format(id="$2", type="$3", reason="$4", thread="$5", run="run")
+    + " WHERE r.id = $1"
+)
 
 
-async def insert_event(
-    conn: Conn, *, id: str, developer_id: str, type: str, data: dict[str, Any]
-) -> None:
-    await conn.execute(_INSERT_EVENT, id, developer_id, type, _json(data))
+async def insert_run_event(conn: Conn, run: RunRow, thread_id: str, event_id: str) -> None:
+    """The webhook event of ``run``, which has just ended (as stored)."""
+    kind, reason = RUN_EVENTS[run.status]
+    await conn.execute(_INSERT_RUN_EVENT, run.id, event_id, kind, reason, thread_id)
