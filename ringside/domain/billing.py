@@ -171,9 +171,10 @@ def _cost(model: ModelInfo, usage: TokenUsage) -> Decimal:
     )
 
 
-async def settle(db: Database, policy: PricingPolicy, hold: Hold, outcome: Outcome) -> Charged:
-    """Settle the hold once, shielded from cancellation for at most a few seconds. A failure
-    is logged, never raised: the hold stays, and the settlement worker settles it."""
+def settlement(
+    policy: PricingPolicy, hold: Hold, outcome: Outcome
+) -> tuple[store.SettleSpec, Decimal]:
+    """What settling ``hold`` with ``outcome`` writes, and the amount charged."""
     model = outcome.target.model
     usage = outcome.usage
     # A refused call carries no usage, so it costs nothing; a stream cut short is billed for
@@ -200,11 +201,18 @@ async def settle(db: Database, policy: PricingPolicy, hold: Hold, outcome: Outco
         billable_usd=charged,
         latency_ms=max(0, round((trio.current_time() - hold.started) * 1000)),
     )
+    return spec, charged
+
+
+async def settle(db: Database, policy: PricingPolicy, hold: Hold, outcome: Outcome) -> Charged:
+    """Settle the hold once, shielded from cancellation for at most a few seconds. A failure
+    is logged, never raised: the hold stays, and the settlement worker settles it."""
+    spec, charged = settlement(policy, hold, outcome)
     with trio.CancelScope(shield=True) as scope:
         scope.deadline = trio.current_time() + _SETTLE_DEADLINE_S
         try:
-            settlement = await store.settle(db, spec)
-            return Charged(charged, settlement.wallet_balance_usd)
+            settled = await store.settle(db, spec)
+            return Charged(charged, settled.wallet_balance_usd)
         except (*TRANSIENT_ERRORS, PostgresError, InterfaceError) as exc:
             log.error("settlement failed, request_id=%s: %s", hold.request_id, exc)
     if scope.cancelled_caught:

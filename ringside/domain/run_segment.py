@@ -337,14 +337,26 @@ def _outcome(work: _Run, ending: Ending, error: RingsideError | None) -> billing
 
 
 async def _finish(work: _Run, ending: Ending, error: RingsideError | None) -> RunRow:
-    """Settle the call, then end the segment: one statement, unless its run ended meanwhile."""
+    """Settle the call and end the segment, in one statement (the run's ending and its billing
+    commit together); the run's rows alone, separately, when its run ended meanwhile."""
     svc, call = work.svc, work.seg.call
     outcome = _outcome(work, ending, error)
-    if call.hold is not None and outcome is not None:
-        await billing.settle(svc.db, svc.pricing, call.hold, outcome)
     usage = outcome.usage if outcome is not None else TokenUsage()
     svc.limits.settle_soon(call.admission, usage.total)
-    ended = await segment_store.end(svc.db, _end_of(work, ending, usage))
+    end = _end_of(work, ending, usage)
+    if call.hold is None or outcome is None:
+        ended = await segment_store.end(svc.db, end, None)
+    else:
+        settlement, _ = billing.settlement(svc.pricing, call.hold, outcome)
+        try:
+            ended = await segment_store.end(svc.db, end, settlement)
+        except PostgresError as exc:
+            # Whichever part the database refused, the other must still happen: the
+            # settlement on its own (its failure logged; the settlement worker then takes
+            # the hold), then the run's end without it.
+            log.error("run %s: could not end and settle together: %s", work.run.id, exc)
+            await billing.settle(svc.db, svc.pricing, call.hold, outcome)
+            ended = await segment_store.end(svc.db, end, None)
     if ended is not None:
         final, message, steps = ended.run, ended.message, ended.steps
     else:

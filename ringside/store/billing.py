@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ringside.store.bridge import Conn, Database
 
@@ -76,9 +77,13 @@ _RESERVE = """
     SELECT outcome, customer_id, wallet_balance_usd, wallet_held_usd
       FROM ringside_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 
-_SETTLE = """
-    SELECT settled, wallet_balance_usd
-      FROM ringside_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"""
+
+def settle_call(first: int) -> str:
+    """``ringside_settle(...)`` with its arguments (``settle_args``) from ``$first`` on."""
+    return "ringside_settle({})".format(", ".join(f"${first + i}" for i in range(14)))
+
+
+_SETTLE = f"SELECT settled, wallet_balance_usd FROM {settle_call(1)}"
 
 _HEARTBEAT = """
     INSERT INTO gateway_process (id, pid, hostname) VALUES ($1, $2, $3)
@@ -128,9 +133,9 @@ async def reserve(conn: Conn | Database, spec: HoldSpec) -> Reservation:
     return Reservation(**dict(row))
 
 
-async def settle(conn: Conn | Database, spec: SettleSpec) -> Settlement:
-    row = await conn.fetchrow(
-        _SETTLE,
+def settle_args(spec: SettleSpec) -> tuple[Any, ...]:
+    """``ringside_settle``'s fourteen arguments."""
+    return (
         spec.request_id,
         spec.status,
         spec.http_status,
@@ -146,6 +151,10 @@ async def settle(conn: Conn | Database, spec: SettleSpec) -> Settlement:
         spec.billable_usd,
         spec.latency_ms,
     )
+
+
+async def settle(conn: Conn | Database, spec: SettleSpec) -> Settlement:
+    row = await conn.fetchrow(_SETTLE, *settle_args(spec))
     assert row is not None
     return Settlement(**dict(row))
 

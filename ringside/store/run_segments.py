@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from ringside.store import messages, run_steps, runs
+from ringside.store import billing, messages, run_steps, runs
+from ringside.store.billing import SettleSpec
 from ringside.store.bridge import Conn, Database
 from ringside.store.messages import MessageRow, MessageValues
 from ringside.store.run_steps import StepRow
@@ -116,9 +117,9 @@ class Ended:
 
 
 # $1-$7 FINISH_RUN's; $8-$11 the message; $12-$17 the steps; $18 the others' status;
-# $19-$22 the event (id, type, reason, thread id).
-_END = f"""
-    WITH r AS ({runs.FINISH_RUN}
+# $19-$22 the event (id, type, reason, thread id); settling, $23-$36 ringside_settle's.
+_ENDING = f"""
+    r AS ({runs.FINISH_RUN}
     ), message AS (
         UPDATE thread_message
            SET {messages.FINISH_SET.format(content="$8", status="$9", details="$10")}
@@ -147,17 +148,23 @@ _END = f"""
     runs.RUN_EVENT_INSERT.format(id="$19", type="$20", reason="$21", thread="$22", run="r")
 }
          WHERE $20::text IS NOT NULL
-    )
-    SELECT r.*, now() AS ended_at, ARRAY(SELECT id FROM others) AS closed FROM r"""
+    )"""
+_ENDED = "r.*, now() AS ended_at, ARRAY(SELECT id FROM others) AS closed"
+_END = f"WITH {_ENDING} SELECT {_ENDED} FROM r"
+# The call's settlement in the same statement, whether or not the run was still active (the
+# call was made either way): the run's end and its billing commit together.
+_END_SETTLED = f"""
+    WITH billed AS (SELECT settled FROM {billing.settle_call(23)}), {_ENDING}
+    SELECT {_ENDED} FROM billed LEFT JOIN r ON true"""
 
 
-async def end(db: Database, seg: SegmentEnd) -> Ended | None:
-    """End the segment in one statement; None, with nothing written, when its run had ended
-    already (expired, say)."""
+async def end(db: Database, seg: SegmentEnd, settle: SettleSpec | None) -> Ended | None:
+    """End the segment, and settle its call (``settle``), in one statement; None when its run
+    had ended already (expired, say): then nothing but the settlement was written."""
     message = seg.message
     kind, reason = runs.RUN_EVENTS.get(seg.ending.status, (None, None))
     record = await db.fetchrow(
-        _END,
+        _END if settle is None else _END_SETTLED,
         *runs.finish_args(seg.run_id, seg.ending, seg.prompt_tokens, seg.completion_tokens),
         _json(message.content) if message else None,
         message.status if message else None,
@@ -174,8 +181,9 @@ async def end(db: Database, seg: SegmentEnd) -> Ended | None:
         kind,
         reason,
         seg.thread_id,
+        *(() if settle is None else billing.settle_args(settle)),
     )
-    if record is None:
+    if record is None or record["id"] is None:
         return None
     fields = dict(record)
     at: datetime = fields.pop("ended_at")
