@@ -179,8 +179,8 @@ async def _record_results(svc: Services, results: trio.MemoryReceiveChannel[Atte
                 while len(batch) < _BATCH_MAX:
                     try:
                         batch.append(results.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                    except (trio.WouldBlock, trio.EndOfChannel):  # (the last sender is gone:
+                        break  # this batch is written, then the loop ends)
                 with trio.move_on_after(_RECORD_WITHIN_S):
                     try:
                         await store.record_attempts(svc.db, batch)

@@ -5,6 +5,7 @@ timeouts, two workers sharing the queue, and the supervisor's restarts."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +16,14 @@ import trio
 
 from ringside.money import charge
 from ringside.services import Services
+from ringside.store.webhooks import AttemptResult
 from tests.api.devapi import DevApi, new_dev
 from tests.api.test_billing import chat, cost, new_customer, post_chat, prompt, topup
 from tests.gateway import RunningGateway, open_gateway
 from tests.simulator.server import RunningSimulator
 from tests.workers.receiver import Receiver, open_receiver, verify
 from workers import supervise
-from workers.webhooks import serve_webhooks
+from workers.webhooks import _record_results, serve_webhooks
 
 MODEL = "fc:openai/gpt-4o-mini"
 FAST = {
@@ -252,3 +254,17 @@ async def test_a_crashed_worker_is_logged_and_restarted(
     crashes = [r for r in caplog.records if "worker flaky crashed" in r.getMessage()]
     assert len(crashes) == 2
     assert crashes[0].exc_info is not None
+
+
+async def test_the_recorder_ends_cleanly_when_the_last_sender_leaves_mid_batch(
+    gateway: RunningGateway,
+) -> None:
+    """Results still queued when every sender has closed its end are written as one batch,
+    and the recorder returns (it once raised EndOfChannel while draining that batch, which
+    took the worker down as it stopped)."""
+    send, receive = trio.open_memory_channel[AttemptResult](math.inf)
+    async with send:
+        for i in range(3):  # deliveries that do not exist: the statement touches no row
+            send.send_nowait(AttemptResult(f"whd_gone{i}", 1, "succeeded", 0.0, 200, 5, None))
+    with trio.fail_after(10):
+        await _record_results(gateway.services, receive)
