@@ -96,7 +96,7 @@ class Settings:
     # 503), with jittered back-off, within the call deadline (upstream/sending.py).
     upstream_retries: int = 2
     # Run segments started at once per process (api/runs.py, RunExecutor.starts).
-    run_starts: int = 2
+    run_starts: int = 1
     # A stream body Quart has not started after this long is closed (its client left first).
     stream_start_grace_s: float = 30.0
     key_cache_ttl_s: float = 0.5
@@ -148,7 +148,7 @@ class Settings:
             upstream_timeout_s=_float(env, "RINGSIDE_UPSTREAM_TIMEOUT_SECONDS", 600.0),
             stream_idle_timeout_s=_float(env, "RINGSIDE_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
             upstream_retries=_int(env, "RINGSIDE_UPSTREAM_RETRIES", 2),
-            run_starts=max(1, _int(env, "RINGSIDE_RUN_STARTS", 2)),
+            run_starts=max(1, _int(env, "RINGSIDE_RUN_STARTS", 1)),
             stream_start_grace_s=_float(env, "RINGSIDE_STREAM_START_GRACE_SECONDS", 30.0),
             key_cache_ttl_s=_float(env, "RINGSIDE_KEY_CACHE_TTL_SECONDS", 0.5),
             max_body_bytes=int(env.get("RINGSIDE_MAX_BODY_BYTES") or 16 * 1024 * 1024),

@@ -38,7 +38,7 @@ _CLOSE_WAIT_S = 5.0
 
 
 class RunExecutor:
-    def __init__(self, starts: int = 2) -> None:
+    def __init__(self, starts: int = 1) -> None:
         self._nursery: trio.Nursery | None = None
         self._scopes: dict[str, trio.CancelScope] = {}
         self._pending: set[str] = set()  # started, scope not registered yet

@@ -4,6 +4,7 @@ billing per model call, webhooks, idempotency, and the wire shapes against OpenA
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
@@ -462,7 +463,63 @@ async def test_shutdown_fails_runs_in_flight(
         assert await db.fetchval("SELECT count(*) FROM billing_hold") == 0
 
 
-async def test_concurrent_run_creations_exactly_one_wins(gateway: RunningGateway) -> None:
+@pytest.fixture
+async def concurrent_starts(
+    database_url: str, redis_url: str, simulator: RunningSimulator, data_dir: Path
+) -> AsyncIterator[RunningGateway]:
+    """A gateway that starts runs side by side (``RINGSIDE_RUN_STARTS`` raised, as a
+    deployment may): the start path's locking under a concurrency that the default, one start
+    at a time per process, never reaches."""
+    env = {"RINGSIDE_RUN_STARTS": "64"}
+    async with open_gateway(database_url, redis_url, simulator, data_dir, env) as gw:
+        assert gw.services.runs.starts.total_tokens == 64
+        yield gw
+
+
+async def test_run_starts_are_admitted_one_at_a_time(gateway: RunningGateway) -> None:
+    """By default a process starts one run at a time; a burst waits for its turn, and every
+    run of it is created and completes."""
+    _, client, asst_id, _ = await run_setup(gateway)
+    threads = [
+        (await client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])).id
+        for _ in range(12)
+    ]
+    starts = gateway.services.runs.starts
+    assert starts.total_tokens == 1
+    seen = {"borrowed": 0, "waiting": 0}
+    runs = []
+
+    async def watch() -> None:
+        while True:
+            stats = starts.statistics()
+            seen["borrowed"] = max(seen["borrowed"], stats.borrowed_tokens)
+            seen["waiting"] = max(seen["waiting"], stats.tasks_waiting)
+            await trio.lowlevel.checkpoint()
+
+    async def create(thread_id: str) -> None:
+        runs.append(
+            await client.beta.threads.runs.create(thread_id=thread_id, assistant_id=asst_id)
+        )
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as burst:
+                for thread_id in threads:
+                    burst.start_soon(create, thread_id)
+            nursery.cancel_scope.cancel()
+        for run in runs:
+            done = await client.beta.threads.runs.poll(run.id, thread_id=run.thread_id)
+            assert done.status == "completed"
+    assert len(runs) == 12
+    assert seen["borrowed"] == 1
+    assert seen["waiting"] >= 1  # the burst did queue
+
+
+async def test_concurrent_run_creations_exactly_one_wins(
+    concurrent_starts: RunningGateway,
+) -> None:
+    gateway = concurrent_starts
     dev, _, asst_id, thread_id = await run_setup(gateway, 'x #sim{"delay": 0.5}')
     statuses: list[int] = []
 
@@ -481,12 +538,15 @@ async def test_concurrent_run_creations_exactly_one_wins(gateway: RunningGateway
     assert await db.fetchval("SELECT count(*) FROM billing_hold") <= 1
 
 
-async def test_attributed_run_creations_neither_jam_nor_deadlock(gateway: RunningGateway) -> None:
+async def test_attributed_run_creations_neither_jam_nor_deadlock(
+    concurrent_starts: RunningGateway,
+) -> None:
     """Run creations billed to one customer: 16 on one thread (more than the pool's
     connections, each waiting on the thread lock while holding one) and 24 on threads of their
     own. The first jammed (the rate limiter looked the customer up on a second pooled
     connection), the second deadlocked (each run insert's foreign key lock against the other's
     reservation of the customer row)."""
+    gateway = concurrent_starts
     dev, client, asst_id, _ = await run_setup(gateway)
     await dev.customer(external_id="acct-9", monthly_budget_usd="100")
     headers = {"FC-Customer": "acct-9"}  # the threads are the customer's, and so are the runs
