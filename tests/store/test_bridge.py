@@ -28,7 +28,12 @@ async def _passes_until_run(loop: trio_asyncio.TrioEventLoop) -> int:
 async def test_the_bridge_loop_drains_its_queue_in_one_pass() -> None:
     async with trio_asyncio.open_loop() as loop:
         bridge._drain_per_pass(loop)
-        assert await _passes_until_run(loop) <= 2
+        # The loop may be waiting inside the original method when it is wrapped: one callback
+        # brings it round to the batching one.
+        done = trio.Event()
+        loop.call_soon(done.set)
+        await done.wait()
+        assert await _passes_until_run(loop) <= 3  # (Trio may run the two tasks in either order)
 
 
 async def test_trio_asyncio_alone_runs_one_callback_per_pass() -> None:
