@@ -633,6 +633,46 @@ async def test_a_run_expired_meanwhile_stays_expired(gateway: RunningGateway) ->
     assert await db.fetchval("SELECT count(*) FROM webhook_event WHERE type LIKE 'run.%'") == 0
 
 
+async def test_a_settlement_the_database_refuses_does_not_keep_the_run_from_ending(
+    gateway: RunningGateway,
+) -> None:
+    """A run's end and its call's settlement are one statement; when the database refuses the
+    settlement, the run still ends (its lock freed at once), and the hold stays for the
+    settlement worker instead of being billed twice or lost."""
+    _, client, asst_id, thread_id = await run_setup(gateway)
+    db = gateway.services.db
+    # Every usage event is refused while the constraint exists (NOT VALID: old rows unchecked).
+    await db.execute(
+        "ALTER TABLE usage_event ADD CONSTRAINT test_refuse_usage CHECK (false) NOT VALID"
+    )
+    try:
+        with trio.fail_after(15):  # (without the fallback the run stays in_progress until expiry)
+            run = await client.beta.threads.runs.create_and_poll(
+                thread_id=thread_id, assistant_id=asst_id
+            )
+    finally:
+        await db.execute("ALTER TABLE usage_event DROP CONSTRAINT test_refuse_usage")
+    assert run.status == "completed"
+    messages = await client.beta.threads.messages.list(thread_id=thread_id)
+    assert messages.data[0].role == "assistant"
+    assert messages.data[0].status == "completed"
+    request_id = await db.fetchval("SELECT request_id FROM run_step WHERE run_id = $1", run.id)
+    assert (
+        await db.fetchval("SELECT count(*) FROM usage_event WHERE request_id = $1", request_id) == 0
+    )
+    assert (
+        await db.fetchval("SELECT count(*) FROM billing_hold WHERE request_id = $1", request_id)
+        == 1
+    )
+    # The thread is free: the next run is accepted and billed as usual.
+    again = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=asst_id
+    )
+    assert again.status == "completed"
+    step_request = await db.fetchval("SELECT request_id FROM run_step WHERE run_id = $1", again.id)
+    assert (await gateway.usage_event(step_request))["status"] == "ok"
+
+
 async def test_json_schema_format_and_run_list_pages(gateway: RunningGateway) -> None:
     _, client, asst_id, thread_id = await run_setup(gateway)
     schema = {
